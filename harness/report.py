@@ -1,0 +1,201 @@
+"""The run's report, written once at session end: report.md, results.json, figures/."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+from tabulate import tabulate
+
+from harness import __version__
+from harness.claim import ClaimResult
+
+if TYPE_CHECKING:
+    from harness.plugin import LmSession
+
+SCHEMA_VERSION = 1
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def _ci(ci: tuple[float, float] | None) -> str:
+    return "–" if ci is None else f"[{ci[0]:.3g}, {ci[1]:.3g}]"
+
+
+def summary_table(results: list[ClaimResult]) -> str:
+    rows = [
+        [
+            r.claim_id,
+            r.model,
+            f"**{r.verdict}**",
+            r.effect_name,
+            _fmt(r.effect),
+            _ci(r.ci),
+            _fmt(r.pvalue),
+            r.n,
+        ]
+        for r in results
+    ]
+    headers = ["claim", "model", "verdict", "effect", "value", "95% CI", "p", "n"]
+    return tabulate(rows, headers=headers, tablefmt="github")
+
+
+def _table_md(frame: pd.DataFrame) -> str:
+    return tabulate(frame, headers="keys", tablefmt="github", showindex=False, floatfmt=".3g")
+
+
+def _figure(frame: pd.DataFrame, title: str, path: Path) -> bool:
+    """A per-layer line plot of a table's numeric columns, when it has a layer column."""
+    if "layer" not in frame or len(frame) < 2:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    numeric = [c for c in frame.columns if c != "layer" and pd.api.types.is_numeric_dtype(frame[c])]
+    if not numeric:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
+    for column in numeric:
+        ax.plot(frame["layer"], frame[column], marker="o", markersize=3, label=column)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("share of samples")
+    ax.set_title(title, fontsize=10)
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def provenance(state: LmSession) -> dict[str, Any]:
+    from harness.extraction import library_versions
+
+    commit = None
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parent,
+            timeout=5,
+        ).stdout.strip()
+    return {
+        "lmclaims_version": __version__,
+        "git_commit": commit,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(state.started)),
+        "library_versions": library_versions(),
+        "settings": state.config.describe(),
+        "dataset": None
+        if state.dataset is None
+        else {
+            "source": state.dataset.source,
+            "sha256": state.dataset.sha256,
+            "n_sentences": len(state.dataset),
+            "n_subjects": len(state.dataset.subjects),
+            "n_attributes": len(state.dataset.attributes),
+        },
+        "models": {
+            name: {k: v for k, v in ev.activations.meta.items() if k != "library_versions"}
+            | {"timings_s": ev.timings, "activation_key": ev.activation_key}
+            for name, ev in state.evidence.items()
+        },
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.machine(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+        },
+    }
+
+
+def write(state: LmSession) -> Path:
+    out = state.config.report_dir
+    figures = out / "figures"
+    out.mkdir(parents=True, exist_ok=True)
+    prov = provenance(state)
+    lines = [
+        "# lmclaims verdict report",
+        "",
+        f"Models: {', '.join(state.evidence) or '–'} · dataset "
+        f"{prov['dataset']['n_sentences'] if prov['dataset'] else '–'} sentences · "
+        f"lmclaims {__version__}",
+        "",
+        summary_table(state.results),
+        "",
+    ]
+    for claim_id, spec in state.specs.items():
+        lines += [
+            f"## {spec.title} (`{claim_id}` v{spec.version})",
+            "",
+            f"> {spec.quote}",
+            "",
+            f"*Source:* {spec.source}",
+            "",
+            f"**Test.** {spec.statistic}",
+            "",
+        ]
+        if spec.source_numbers:
+            lines += ["**The source's numbers.**", ""]
+            lines += [f"- {k}: {v}" for k, v in spec.source_numbers.items()] + [""]
+        for result in (r for r in state.results if r.claim_id == claim_id):
+            lines += [f"### {result.model}: {result.verdict}", "", result.summary(), ""]
+            lines += [f"- {note}" for note in result.notes] + [""]
+            for name, table in result.tables.items():
+                if table.empty:
+                    continue
+                figure = figures / f"{claim_id}--{result.model.replace('/', '__')}--{name}.png"
+                if _figure(table, f"{claim_id} on {result.model}: {name}", figure):
+                    lines += [f"![{name}](figures/{figure.name})", ""]
+                lines += [
+                    f"<details><summary>{name}</summary>",
+                    "",
+                    _table_md(table),
+                    "",
+                    "</details>",
+                    "",
+                ]
+    lines += ["## Provenance", "", "```json", json.dumps(prov, indent=2, default=str), "```", ""]
+    (out / "report.md").write_text("\n".join(lines))
+    payload = {
+        "schema_version": SCHEMA_VERSION,
+        "provenance": prov,
+        "results": [_result_json(r) for r in state.results],
+    }
+    (out / "results.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    return out / "report.md"
+
+
+def _result_json(result: ClaimResult) -> dict[str, Any]:
+    return {
+        "claim_id": result.claim_id,
+        "claim_version": result.claim_version,
+        "model": result.model,
+        "verdict": str(result.verdict),
+        "effect_name": result.effect_name,
+        "effect": result.effect,
+        "ci": list(result.ci) if result.ci else None,
+        "pvalue": result.pvalue,
+        "n": result.n,
+        "notes": list(result.notes),
+        "tables": {k: v.to_dict(orient="records") for k, v in result.tables.items()},
+    }

@@ -1,0 +1,77 @@
+import json
+
+import numpy as np
+import pytest
+
+from harness import evidence, extraction
+from harness.cache import Cache
+from harness.config import ExtractionSettings, FitSettings, RunConfig
+from harness.dataset import load
+from harness.progress import silent
+from harness.synthetic import activations, dataset
+
+
+def _config(tmp_path, shared_cache):
+    return RunConfig(
+        models=("tiny-gpt2",),
+        dataset=None,
+        extraction=ExtractionSettings(),
+        fit=FitSettings(families=("norm", "logistic")),
+        report_dir=tmp_path / "report",
+        cache_dir=shared_cache,
+        baseline_dir=tmp_path / "baselines",
+    )
+
+
+def test_cache_hit_performs_no_forward_pass(tmp_path, shared_cache, monkeypatch):
+    data = load(sentences_per_pair=1)
+    config = _config(tmp_path, shared_cache)
+    first = evidence.build("tiny-gpt2", data, config, progress=silent)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a forward pass ran on a cache hit")
+
+    monkeypatch.setattr(extraction, "extract", forbidden)
+    monkeypatch.setattr(extraction, "boot", forbidden)
+    second = evidence.build("tiny-gpt2", data, config, progress=silent)
+    assert second.activation_key == first.activation_key
+    np.testing.assert_array_equal(np.asarray(second.activations.resid), first.activations.resid)
+
+
+def test_changed_settings_change_the_key(tmp_path, shared_cache):
+    data = load(sentences_per_pair=1)
+    config = _config(tmp_path, shared_cache)
+    other = RunConfig(**{**config.__dict__, "extraction": ExtractionSettings(tokens="last")})
+    identity = {"tiny": "tiny-gpt2"}
+    assert evidence.activation_key(identity, data, config) != evidence.activation_key(
+        identity, data, other
+    )
+    smaller = load(sentences_per_pair=2)
+    assert evidence.activation_key(identity, data, config) != evidence.activation_key(
+        identity, smaller, config
+    )
+
+
+def test_corrupt_entry_is_discarded(tmp_path):
+    cache = Cache(tmp_path)
+    data = dataset()
+    acts = activations(data, "normal")
+    folder = cache.put_activations("k", acts, data.frame)
+    assert cache.get_activations("k") is not None
+    with (folder / "resid_post.npy").open("r+b") as fh:
+        fh.seek(-8, 2)
+        fh.write(b"\x00" * 8)
+    with pytest.warns(UserWarning, match="corrupt cache entry"):
+        assert cache.get_activations("k") is None
+    assert not folder.exists()
+
+
+def test_entry_is_an_activation_set(tmp_path):
+    cache = Cache(tmp_path)
+    data = dataset()
+    acts = activations(data, "normal", n_layers=2, d_model=8)
+    folder = cache.put_activations("k", acts, data.frame)
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["format_version"] == 1 and set(meta["checksums"]) >= {"resid_post.npy"}
+    assert len((folder / "sentences.jsonl").read_text().splitlines()) == len(data)
+    assert not [p for p in tmp_path.rglob("*") if ".tmp-" in p.name]

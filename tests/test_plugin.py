@@ -1,0 +1,126 @@
+"""The plugin end to end in isolated pytest sessions (pytester), on tiny random models."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+# In-process pytester runs drop modules first imported inside them, and torch's C
+# extension cannot be imported twice (nor loky registered twice at exit): load the heavy
+# stack before any pytester snapshot.
+import torch  # noqa: F401
+import transformer_lens.model_bridge  # noqa: F401
+import transformers  # noqa: F401
+from joblib.externals import loky  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[1]
+CLAIM = ROOT / "claims" / "test_logistic_dominance.py"
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester, shared_cache: Path) -> pytest.Pytester:
+    """A scratch project holding one claim and a small real-sentence dataset."""
+    (pytester.path / "claims").mkdir()
+    shutil.copy(CLAIM, pytester.path / "claims" / CLAIM.name)
+    lines = (ROOT / "harness" / "data" / "sentences.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
+    subjects = list(dict.fromkeys(r["subject"] for r in rows))[:4]
+    attributes = list(dict.fromkeys(r["attribute"] for r in rows))[:3]
+    keep = [r for r in rows if r["subject"] in subjects and r["attribute"] in attributes]
+    (pytester.path / "data.jsonl").write_text(
+        "\n".join(json.dumps(r, ensure_ascii=False) for r in keep) + "\n"
+    )
+    pytester.makeini(
+        "[pytest]\n"
+        "lm_models = tiny-gpt2\n"
+        "lm_dataset = data.jsonl\n"
+        "lm_sentences_per_pair = 3\n"
+        f"lm_cache_dir = {shared_cache}\n"
+    )
+    return pytester
+
+
+def test_run_writes_a_report(project):
+    result = project.runpytest("claims", "-p", "no:cacheprovider")
+    # Random weights give near-Gaussian activations: the claim is refuted, and with no
+    # baseline that is a failing test carrying the evidence.
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*logistic-dominance on tiny-gpt2: REFUTED*",
+            "lmclaims: 1 claim(s) x 1 model(s): 1 REFUTED -> *report.md",
+        ]
+    )
+    report = project.path / "reports" / "tiny-gpt2"
+    text = (report / "report.md").read_text()
+    assert "| logistic-dominance | tiny-gpt2 | **REFUTED** |" in text
+    results = json.loads((report / "results.json").read_text())
+    assert results["schema_version"] == 1
+    assert results["results"][0]["verdict"] == "REFUTED"
+    assert results["provenance"]["settings"]["extraction"]["tokens"] == "seed"
+
+
+def test_baseline_update_then_compare(project):
+    project.runpytest("claims", "--lm-baseline=update", "-p", "no:cacheprovider")
+    stored = json.loads((project.path / "baselines" / "tiny-gpt2.json").read_text())
+    assert stored["claims"]["logistic-dominance"]["verdict"] == "REFUTED"
+    # The recorded refutation is now an expected failure: the run is green.
+    result = project.runpytest("claims", "-p", "no:cacheprovider")
+    result.assert_outcomes(xfailed=1)
+    assert result.ret == 0
+
+
+def test_changed_verdict_fails_naming_both(project):
+    (project.path / "baselines").mkdir()
+    (project.path / "baselines" / "tiny-gpt2.json").write_text(
+        json.dumps(
+            {
+                "schema_version": 1,
+                "model": "tiny-gpt2",
+                "claims": {
+                    "logistic-dominance": {
+                        "claim_version": 1,
+                        "verdict": "SUPPORTED",
+                        "effect": 0.9,
+                        "ci": [0.8, 0.95],
+                    }
+                },
+            }
+        )
+    )
+    result = project.runpytest("claims", "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*verdict changed*baseline SUPPORTED, now REFUTED*"])
+
+
+def test_two_models_one_extraction_each(project):
+    result = project.runpytest(
+        "claims",
+        "--lm-models",
+        "tiny-gpt2,tiny-pythia",
+        "--lm-baseline=off",
+        "-p",
+        "no:cacheprovider",
+    )
+    result.assert_outcomes(failed=2)
+    assert (project.path / "reports" / "tiny-gpt2+tiny-pythia" / "report.md").is_file()
+
+
+def test_unknown_model_stops_before_loading(project):
+    result = project.runpytest("claims", "--lm-models", "tiny-gtp2", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*unknown model 'tiny-gtp2'. Did you mean 'tiny-gpt2'?*"])
+
+
+def test_bad_dataset_stops_before_loading(project):
+    (project.path / "bad.jsonl").write_text('{"subject": "x", "attribute": "y"}\n')
+    result = project.runpytest("claims", "--lm-dataset", "bad.jsonl", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*bad.jsonl:1: 'text' must be a non-empty string*"])
+
+
+def test_missing_weights_fail_with_advice(project):
+    result = project.runpytest("claims", "--lm-models", "pythia-1b", "-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*weights for 'pythia-1b'*are not available*"])
