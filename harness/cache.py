@@ -41,9 +41,29 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
 class Cache:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+
+    def sweep_stale(self) -> int:
+        """Remove temporary entries left by processes that were killed mid-write."""
+        removed = 0
+        for tmp in self.root.glob("*/.*.tmp-*"):
+            pid = tmp.name.rsplit(".tmp-", 1)[1].split("-")[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(tmp, ignore_errors=True)
+                removed += 1
+        return removed
 
     def entry(self, kind: str, key: str) -> Path:
         return self.root / kind / key

@@ -141,6 +141,7 @@ def build(
     from harness import extraction
 
     cache = Cache(config.cache_dir)
+    cache.sweep_stale()
     spec = models.resolve(model_name)
     key = activation_key(models.identity(spec), dataset, config)
     timings: dict[str, float] = {}

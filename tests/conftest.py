@@ -1,4 +1,6 @@
+import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -24,3 +26,29 @@ def tiny_models(shared_cache: Path) -> dict:
         name: models.load(models.resolve(name), shared_cache)
         for name in ("tiny-gpt2", "tiny-pythia")
     }
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_project(path: Path, cache_dir: Path, per_pair: int = 3) -> Path:
+    """A scratch project: the logistic-dominance claim, 4 x 3 pairs of real sentences, and
+    an ini selecting tiny-gpt2 with the given cache."""
+    claim = ROOT / "claims" / "test_logistic_dominance.py"
+    (path / "claims").mkdir(exist_ok=True)
+    shutil.copy(claim, path / "claims" / claim.name)
+    rows = [json.loads(line) for line in (ROOT / "harness/data/sentences.jsonl").open()]
+    subjects = list(dict.fromkeys(r["subject"] for r in rows))[:4]
+    attributes = list(dict.fromkeys(r["attribute"] for r in rows))[:3]
+    keep = [r for r in rows if r["subject"] in subjects and r["attribute"] in attributes]
+    (path / "data.jsonl").write_text(
+        "\n".join(json.dumps(r, ensure_ascii=False) for r in keep) + "\n"
+    )
+    (path / "pytest.ini").write_text(
+        "[pytest]\n"
+        "lm_models = tiny-gpt2\n"
+        "lm_dataset = data.jsonl\n"
+        f"lm_sentences_per_pair = {per_pair}\n"
+        f"lm_cache_dir = {cache_dir}\n"
+    )
+    return path

@@ -1,7 +1,6 @@
 """The plugin end to end in isolated pytest sessions (pytester), on tiny random models."""
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,30 +13,12 @@ import transformer_lens.model_bridge  # noqa: F401
 import transformers  # noqa: F401
 from joblib.externals import loky  # noqa: F401
 
-ROOT = Path(__file__).resolve().parents[1]
-CLAIM = ROOT / "claims" / "test_logistic_dominance.py"
+from tests.conftest import make_project
 
 
 @pytest.fixture
 def project(pytester: pytest.Pytester, shared_cache: Path) -> pytest.Pytester:
-    """A scratch project holding one claim and a small real-sentence dataset."""
-    (pytester.path / "claims").mkdir()
-    shutil.copy(CLAIM, pytester.path / "claims" / CLAIM.name)
-    lines = (ROOT / "harness" / "data" / "sentences.jsonl").read_text().splitlines()
-    rows = [json.loads(line) for line in lines]
-    subjects = list(dict.fromkeys(r["subject"] for r in rows))[:4]
-    attributes = list(dict.fromkeys(r["attribute"] for r in rows))[:3]
-    keep = [r for r in rows if r["subject"] in subjects and r["attribute"] in attributes]
-    (pytester.path / "data.jsonl").write_text(
-        "\n".join(json.dumps(r, ensure_ascii=False) for r in keep) + "\n"
-    )
-    pytester.makeini(
-        "[pytest]\n"
-        "lm_models = tiny-gpt2\n"
-        "lm_dataset = data.jsonl\n"
-        "lm_sentences_per_pair = 3\n"
-        f"lm_cache_dir = {shared_cache}\n"
-    )
+    make_project(pytester.path, shared_cache)
     return pytester
 
 
