@@ -182,7 +182,20 @@ def write(state: LmSession) -> Path:
         "results": [_result_json(r) for r in state.results],
     }
     (out / "results.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    _point_latest(out)
     return out / "report.md"
+
+
+def _point_latest(out: Path) -> None:
+    """``<parent>/latest`` -> the newest run, swapped atomically by renaming a new link."""
+    link = out.parent / "latest"
+    if link.exists() and not link.is_symlink():
+        return  # a real folder called "latest" is the user's; leave it alone
+    tmp = out.parent / f".latest-{os.getpid()}"
+    with contextlib.suppress(OSError):
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(out.name)
+        tmp.replace(link)
 
 
 def _result_json(result: ClaimResult) -> dict[str, Any]:
