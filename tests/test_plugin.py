@@ -105,3 +105,17 @@ def test_missing_weights_fail_with_advice(project):
     result = project.runpytest("claims", "--lm-models", "pythia-1b", "-p", "no:cacheprovider")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*weights for 'pythia-1b'*are not available*"])
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("--lm-families=norm,lgistic", "*unknown distribution family 'lgistic'; valid names:*"),
+        ("--lm-tokens=first", "*unknown tokens 'first'; choose one of: seed, last, mean*"),
+        ("--lm-baseline=sometimes", "*unknown baseline 'sometimes'*"),
+    ],
+)
+def test_bad_settings_are_usage_errors(project, option, message):
+    result = project.runpytest("claims", option, "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
