@@ -22,7 +22,7 @@ class ExtractionSettings:
 
     tokens: str = "seed"
     processing: str = "tl-compat"
-    batch_size: int = 16
+    batch_size: int = 32
     device: str = "cpu"
 
     def __post_init__(self) -> None:

@@ -7,6 +7,7 @@ x d_model, never with sequence length.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,10 @@ from harness.models import LoadedModel
 from harness.progress import ProgressFactory, tqdm_bar
 
 HOOK_TEMPLATE = "blocks.{layer}.hook_resid_post"
+
+
+class _Done(Exception):
+    """Raised from the last layer's hook to end a forward pass early."""
 
 
 class ExtractionError(RuntimeError):
@@ -180,16 +185,23 @@ def _run_batch(
     weights = weights.to(device)
     index = torch.tensor(rows)
 
+    last = len(names) - 1
+
     def grab(layer: int) -> Any:
         def hook(resid: Any, hook: Any) -> Any:
             selected = torch.einsum("bp,bpd->bd", weights, resid.float())
             out[layer, index.numpy()] = selected.cpu().numpy()
+            if layer == last:
+                # Nothing after the last block is needed; the final norm and the unembedding
+                # (half the compute for Gemma's 262k vocabulary) are skipped.
+                raise _Done
             return resid
 
         return hook
 
     hooks = [(name, grab(layer)) for layer, name in enumerate(names)]
-    bridge.run_with_hooks(tokens, fwd_hooks=hooks, return_type=None)
+    with contextlib.suppress(_Done):
+        bridge.run_with_hooks(tokens, fwd_hooks=hooks, return_type=None)
 
 
 def _check_finite(resid: np.ndarray, model: str) -> None:

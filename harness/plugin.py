@@ -41,7 +41,7 @@ _OPTIONS: list[tuple[str, str, str | None]] = [
     ("baseline", f"baseline mode: {', '.join(BASELINE_MODES)}", "compare"),
     ("baseline-dir", "directory of stored baselines", "baselines"),
     ("seed", "seed for subsampling and resampling", "0"),
-    ("batch-size", "sentences per forward pass", "16"),
+    ("batch-size", "sentences per forward pass", "32"),
     ("device", "torch device for extraction", "cpu"),
     ("sentences-per-pair", "use a seeded subset of N sentences per subject/attribute pair", None),
 ]
