@@ -1,0 +1,213 @@
+"""Claim: subject/attribute distinctiveness shrinks through the layers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from harness.claim import ClaimResult, ClaimSpec, Verdict
+from harness.evidence import Evidence
+from harness.stats import similarity
+
+NAMED = ("in an angry tone", "in all lower case", "in a childish style")
+N_BOOT = 200
+
+SPEC = ClaimSpec(
+    id="distinctiveness-shrinks",
+    version=1,
+    title="Subject/attribute distinctiveness shrinks with depth",
+    source="Beyond Gaussian: Language Model Representations and Distributions (seed write-up)",
+    quote=(
+        "you'll see that the attributes in an angry tone, in all lower case, and in a childish "
+        "style most consistently attract or repulse. You can also see a systematic decrease "
+        "in subject/attribute distinctiveness as we traverse through the model."
+    ),
+    statistic=(
+        "D(s1,a1) = mean over s2≠s1, a2≠a1 of [cos(c(s1,a1), c(s1,a2)) − cos(c(s1,a1), "
+        "c(s2,a1))], c = a pair's centroid (positive = the subject attracts), per layer, on "
+        "residuals reduced by PCA to 90% of the variance (fitted per layer; the study trusted "
+        "this variant), with raw and per-dimension standardized residuals beside it. The "
+        "statistic is mean |D| over cells per layer; its trend with normalized depth (OLS "
+        "slope) and the ratio of its mean over the last third of layers to the first third "
+        "get basic-bootstrap CIs from resampling sentences within pairs. Layers where PCA "
+        "keeps one component (massive-activation dimensions) make D constant: they are "
+        "excluded and listed, and if fewer than half the layers remain the standardized "
+        "variant decides instead, said in the notes. SUPPORTED when the slope's CI is below "
+        "0 and the ratio's CI below 1; REFUTED when either CI lies entirely on the other "
+        "side (0 or 1); INCONCLUSIVE otherwise. The sub-claim (the three named attributes "
+        "rank in the top third by mean |D| over layers up to 2/3 depth) is reported, not "
+        "decided on."
+    ),
+    thresholds={"ratio": 1.0, "min_subjects": 3, "min_attributes": 3, "min_layers": 3},
+    source_numbers={
+        "gpt2-small, PCA": "mean |D| 0.750 at layer 0, 0.135 at layer 3, ~0.055 at layers 7-11",
+        "most distinctive attributes": ", ".join(NAMED),
+    },
+    needs=("activations",),
+)
+
+
+def _codes(values: pd.Series) -> tuple[np.ndarray, list[str]]:
+    names = list(dict.fromkeys(values))
+    lookup = {name: i for i, name in enumerate(names)}
+    return values.map(lookup).to_numpy(), names
+
+
+def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
+    frame = evidence.dataset.frame.reset_index(drop=True)
+    subject, subjects = _codes(frame["subject"])
+    attribute, attributes = _codes(frame["attribute"])
+    L = evidence.n_layers
+    short = [
+        f"{len(subjects)} subjects" if len(subjects) < spec.thresholds["min_subjects"] else "",
+        f"{len(attributes)} attributes"
+        if len(attributes) < spec.thresholds["min_attributes"]
+        else "",
+        f"{L} layers" if spec.thresholds["min_layers"] > L else "",
+    ]
+    if any(short):
+        why = ", ".join(s for s in short if s)
+        return ClaimResult(
+            spec.id,
+            spec.version,
+            evidence.model,
+            Verdict.INCONCLUSIVE,
+            "late/early mean |D|",
+            None,
+            None,
+            None,
+            len(frame),
+            (f"too few for a depth trend: {why}",),
+        )
+    boots = {
+        variant: similarity.bootstrap_distinctiveness(
+            evidence.activations.resid,
+            subject,
+            attribute,
+            variant,
+            n_boot=N_BOOT,
+            seed=evidence.seed,
+        )
+        for variant in ("pca", "raw", "standardized")
+    }
+    notes: list[str] = []
+    deciding = "pca"
+    usable = ~boots["pca"].estimate.degenerate
+    if usable.sum() < max(3, L / 2):
+        deciding = "standardized"
+        notes.append(
+            f"PCA-90% is degenerate in {int((~usable).sum())} of {L} layers (one component "
+            "kept: massive-activation dimensions); the standardized variant decides"
+        )
+    trends = {v: _trend(b) for v, b in boots.items()}
+    trend = trends[deciding]
+    if trend is None:
+        return ClaimResult(
+            spec.id,
+            spec.version,
+            evidence.model,
+            Verdict.INCONCLUSIVE,
+            "late/early mean |D|",
+            None,
+            None,
+            None,
+            len(frame),
+            (*notes, "fewer than 3 usable layers"),
+            _tables(boots, trends, attributes),
+        )
+    if trend.slope_ci[1] < 0 and trend.ratio_ci[1] < spec.thresholds["ratio"]:
+        verdict = Verdict.SUPPORTED
+    elif trend.slope_ci[0] > 0 or trend.ratio_ci[0] > spec.thresholds["ratio"]:
+        verdict = Verdict.REFUTED
+    else:
+        verdict = Verdict.INCONCLUSIVE
+    notes.append(
+        f"{deciding} decides: slope {trend.slope:.3g} [{trend.slope_ci[0]:.3g}, "
+        f"{trend.slope_ci[1]:.3g}], late/early ratio {trend.ratio:.3g}; layers used "
+        f"{len(trend.layers_used)} of {L}"
+    )
+    notes.extend(_agreement(trends, deciding))
+    notes.append(_named_note(boots[deciding], attributes))
+    return ClaimResult(
+        spec.id,
+        spec.version,
+        evidence.model,
+        verdict,
+        "late/early mean |D|",
+        trend.ratio,
+        trend.ratio_ci,
+        trend.ratio_pvalue,
+        len(frame),
+        tuple(notes),
+        _tables(boots, trends, attributes),
+    )
+
+
+def _trend(boot: similarity.DistinctivenessBootstrap) -> similarity.TrendResult | None:
+    usable = ~boot.estimate.degenerate
+    return boot.trend() if usable.sum() >= 3 else None
+
+
+def _agreement(trends: dict, deciding: str) -> list[str]:
+    """Say when the variants disagree on the direction of the trend."""
+    signs = {v: np.sign(t.slope) for v, t in trends.items() if t is not None}
+    if len(set(signs.values())) > 1:
+        listed = ", ".join(f"{v} {trends[v].slope:+.3g}" for v in signs)
+        return [f"variants disagree on the trend's direction (slopes: {listed})"]
+    return []
+
+
+def _early_layers(L: int) -> np.ndarray:
+    return np.arange(L) <= (2 * (L - 1)) // 3
+
+
+def _named_note(boot: similarity.DistinctivenessBootstrap, attributes: list[str]) -> str:
+    table = _ranking(boot, attributes)
+    top = set(table.head(max(1, len(attributes) // 3))["name"])
+    present = [a for a in NAMED if a in attributes]
+    if not present:
+        return "sub-claim not applicable: the dataset has none of the named attributes"
+    inside = [a for a in present if a in top]
+    return (
+        f"sub-claim: {len(inside)} of {len(present)} named attributes rank in the top third "
+        f"by mean |D| up to 2/3 depth ({', '.join(inside) or 'none'}); top: "
+        + ", ".join(table.head(3)["name"])
+    )
+
+
+def _ranking(boot: similarity.DistinctivenessBootstrap, attributes: list[str]) -> pd.DataFrame:
+    use = _early_layers(boot.estimate.n_layers) & ~boot.estimate.degenerate
+    if not use.any():
+        use = _early_layers(boot.estimate.n_layers)
+    table = similarity.ranking(
+        boot.estimate.D,
+        boot.replicates,
+        by="attribute",
+        names=attributes,
+        use=use,
+        top_k=max(1, len(attributes) // 3),
+    )
+    return table.sort_values("mean_abs_D", ascending=False).reset_index(drop=True)
+
+
+def _tables(boots: dict, trends: dict, attributes: list[str]) -> dict[str, pd.DataFrame]:
+    per_layer = pd.DataFrame({"layer": np.arange(boots["pca"].estimate.n_layers)})
+    for variant, boot in boots.items():
+        per_layer[f"{variant}_mean_abs_D"] = boot.estimate.mean_abs
+    per_layer["pca_ci_low"] = boots["pca"].mean_abs_ci[:, 0]
+    per_layer["pca_ci_high"] = boots["pca"].mean_abs_ci[:, 1]
+    diagnostics = boots["pca"].estimate.table()[
+        ["layer", "components_kept", "top_pc_share", "top_dim_share", "degenerate", "reason"]
+    ]
+    trend_rows = [t.table().assign(variant=v) for v, t in trends.items() if t is not None]
+    tables = {
+        "mean_abs_D": per_layer,
+        "trend": pd.concat(trend_rows, ignore_index=True) if trend_rows else pd.DataFrame(),
+        "attribute_ranking": _ranking(boots["pca"], attributes),
+        "pca_diagnostics": diagnostics.rename(columns={"layer": "pca_layer"}),
+    }
+    return tables
+
+
+def test_distinctiveness_shrinks(lm_evidence: Evidence, lm_verdict) -> None:
+    lm_verdict(SPEC, evaluate(lm_evidence))
