@@ -44,6 +44,7 @@ SPEC = ClaimSpec(
         "most distinctive attributes": ", ".join(NAMED),
     },
     needs=("activations",),
+    plots={"D_cells": "heatmap", "pca_diagnostics": "none"},
 )
 
 
@@ -113,7 +114,7 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
             None,
             len(frame),
             (*notes, "fewer than 3 usable layers"),
-            _tables(boots, trends, attributes),
+            _tables(boots, trends, subjects, attributes, deciding),
         )
     if trend.slope_ci[1] < 0 and trend.ratio_ci[1] < spec.thresholds["ratio"]:
         verdict = Verdict.SUPPORTED
@@ -139,7 +140,7 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
         trend.ratio_pvalue,
         len(frame),
         tuple(notes),
-        _tables(boots, trends, attributes),
+        _tables(boots, trends, subjects, attributes, deciding),
     )
 
 
@@ -190,12 +191,14 @@ def _ranking(boot: similarity.DistinctivenessBootstrap, attributes: list[str]) -
     return table.sort_values("mean_abs_D", ascending=False).reset_index(drop=True)
 
 
-def _tables(boots: dict, trends: dict, attributes: list[str]) -> dict[str, pd.DataFrame]:
+def _tables(
+    boots: dict, trends: dict, subjects: list[str], attributes: list[str], deciding: str
+) -> dict[str, pd.DataFrame]:
     per_layer = pd.DataFrame({"layer": np.arange(boots["pca"].estimate.n_layers)})
     for variant, boot in boots.items():
         per_layer[f"{variant}_mean_abs_D"] = boot.estimate.mean_abs
-    per_layer["pca_ci_low"] = boots["pca"].mean_abs_ci[:, 0]
-    per_layer["pca_ci_high"] = boots["pca"].mean_abs_ci[:, 1]
+    per_layer["pca_mean_abs_D_ci_low"] = boots["pca"].mean_abs_ci[:, 0]
+    per_layer["pca_mean_abs_D_ci_high"] = boots["pca"].mean_abs_ci[:, 1]
     diagnostics = boots["pca"].estimate.table()[
         ["layer", "components_kept", "top_pc_share", "top_dim_share", "degenerate", "reason"]
     ]
@@ -204,9 +207,24 @@ def _tables(boots: dict, trends: dict, attributes: list[str]) -> dict[str, pd.Da
         "mean_abs_D": per_layer,
         "trend": pd.concat(trend_rows, ignore_index=True) if trend_rows else pd.DataFrame(),
         "attribute_ranking": _ranking(boots["pca"], attributes),
-        "pca_diagnostics": diagnostics.rename(columns={"layer": "pca_layer"}),
+        "pca_diagnostics": diagnostics,
+        "D_cells": _cells(boots[deciding], subjects, attributes),
     }
     return tables
+
+
+def _cells(
+    boot: similarity.DistinctivenessBootstrap, subjects: list[str], attributes: list[str]
+) -> pd.DataFrame:
+    cells = boot.estimate.cells()
+    return pd.DataFrame(
+        {
+            "layer": cells["layer"],
+            "row": [subjects[i] for i in cells["subject"]],
+            "column": [attributes[i] for i in cells["attribute"]],
+            "value": cells["D"],
+        }
+    )
 
 
 def test_distinctiveness_shrinks(lm_evidence: Evidence, lm_verdict) -> None:

@@ -89,7 +89,11 @@ def compare(entry: BaselineEntry, result: ClaimResult) -> Comparison:
             f"{entry.verdict}, now {result.verdict} ({result.summary()})",
         )
     if entry.ci is not None and result.effect is not None and math.isfinite(result.effect):
+        # A bias-corrected (basic bootstrap) interval need not contain its own estimate;
+        # the recorded range is the interval widened to include the recorded effect.
         lo, hi = entry.ci
+        if entry.effect is not None:
+            lo, hi = min(lo, entry.effect), max(hi, entry.effect)
         if not lo <= result.effect <= hi:
             return Comparison(
                 False,

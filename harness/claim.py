@@ -30,6 +30,9 @@ class ClaimSpec:
     # The source's own numbers, shown beside ours in the report.
     source_numbers: Mapping[str, str] = field(default_factory=dict)
     needs: tuple[str, ...] = ("activations",)
+    # Result table -> figure kind (harness.figures.KINDS; "none" for no figure). Tables
+    # with a layer column that are not named here are drawn as lines.
+    plots: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, eq=False)

@@ -17,6 +17,7 @@ from tabulate import tabulate
 
 from harness import __version__
 from harness.claim import ClaimResult
+from harness.figures import KINDS
 
 if TYPE_CHECKING:
     from harness.plugin import LmSession
@@ -54,36 +55,13 @@ def summary_table(results: list[ClaimResult]) -> str:
     return tabulate(rows, headers=headers, tablefmt="github")
 
 
+MAX_MD_ROWS = 40
+
+
 def _table_md(frame: pd.DataFrame) -> str:
+    if len(frame) > MAX_MD_ROWS:
+        return f"*{len(frame)} rows: see results.json*"
     return tabulate(frame, headers="keys", tablefmt="github", showindex=False, floatfmt=".3g")
-
-
-def _figure(frame: pd.DataFrame, title: str, path: Path) -> bool:
-    """A per-layer line plot of a table's numeric columns, when it has a layer column."""
-    if "layer" not in frame or len(frame) < 2:
-        return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    numeric = [c for c in frame.columns if c != "layer" and pd.api.types.is_numeric_dtype(frame[c])]
-    if not numeric:
-        return False
-    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
-    for column in numeric:
-        ax.plot(frame["layer"], frame[column], marker="o", markersize=3, label=column)
-    ax.set_xlabel("layer")
-    ax.set_ylabel("share of samples")
-    ax.set_title(title, fontsize=10)
-    ax.set_ylim(-0.02, 1.02)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return True
 
 
 def provenance(state: LmSession) -> dict[str, Any]:
@@ -164,7 +142,8 @@ def write(state: LmSession) -> Path:
                 if table.empty:
                     continue
                 figure = figures / f"{claim_id}--{result.model.replace('/', '__')}--{name}.png"
-                if _figure(table, f"{claim_id} on {result.model}: {name}", figure):
+                plot = KINDS.get(spec.plots.get(name, "lines"))
+                if plot and plot(table, f"{claim_id} on {result.model}: {name}", figure):
                     lines += [f"![{name}](figures/{figure.name})", ""]
                 lines += [
                     f"<details><summary>{name}</summary>",

@@ -1,0 +1,38 @@
+from harness import baseline
+from harness.claim import ClaimResult, Verdict
+
+
+def _result(verdict=Verdict.SUPPORTED, effect=0.7, ci=(0.6, 0.8), version=1):
+    return ClaimResult("c", version, "m", verdict, "share", effect, ci, 0.01, 10)
+
+
+def test_round_trip_and_match(tmp_path):
+    baseline.save(tmp_path, "org/m", [_result()])
+    entry = baseline.load(tmp_path, "org/m")["c"]
+    assert (tmp_path / "org__m.json").is_file()
+    assert baseline.compare(entry, _result(effect=0.75)).matches
+
+
+def test_flipped_verdict_new_version_and_moved_effect_fail(tmp_path):
+    baseline.save(tmp_path, "m", [_result()])
+    entry = baseline.load(tmp_path, "m")["c"]
+    flipped = baseline.compare(entry, _result(verdict=Verdict.REFUTED))
+    assert not flipped.matches and "baseline SUPPORTED, now REFUTED" in flipped.message
+    assert "version 2" in baseline.compare(entry, _result(version=2)).message
+    moved = baseline.compare(entry, _result(effect=0.9))
+    assert not moved.matches and "left its recorded interval" in moved.message
+
+
+def test_an_interval_beside_its_estimate_still_accepts_the_estimate(tmp_path):
+    # Basic bootstrap intervals can exclude their own estimate when the estimate is biased.
+    baseline.save(tmp_path, "m", [_result(effect=0.675, ci=(0.77, 0.86))])
+    entry = baseline.load(tmp_path, "m")["c"]
+    assert baseline.compare(entry, _result(effect=0.675, ci=(0.77, 0.86))).matches
+    assert not baseline.compare(entry, _result(effect=0.6)).matches
+
+
+def test_save_merges_with_claims_not_rerun(tmp_path):
+    baseline.save(tmp_path, "m", [_result()])
+    other = ClaimResult("d", 1, "m", Verdict.REFUTED, "x", None, None, None, 3)
+    baseline.save(tmp_path, "m", [other])
+    assert set(baseline.load(tmp_path, "m")) == {"c", "d"}
