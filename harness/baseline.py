@@ -11,6 +11,7 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from harness.claim import ClaimResult, Verdict
 
@@ -53,10 +54,35 @@ def load(directory: Path, model: str) -> dict[str, BaselineEntry]:
     }
 
 
-def save(directory: Path, model: str, results: list[ClaimResult]) -> Path:
-    """Write (or merge into) a model's baseline; claims not re-run keep their entries."""
+def load_settings(directory: Path, model: str) -> dict[str, Any] | None:
     path = path_for(directory, model)
-    entries = {k: asdict(v) for k, v in load(directory, model).items()}
+    return json.loads(path.read_text()).get("settings") if path.is_file() else None
+
+
+def settings_mismatch(recorded: dict[str, Any] | None, current: dict[str, Any]) -> str:
+    """Empty when a baseline was made under these settings, else which ones differ."""
+    if recorded is None:
+        return ""
+    differing = [
+        f"{key}: baseline {recorded.get(key)!r}, now {current.get(key)!r}"
+        for key in sorted(set(recorded) | set(current))
+        if recorded.get(key) != current.get(key)
+    ]
+    return "; ".join(differing)
+
+
+def save(directory: Path, model: str, results: list[ClaimResult], settings: dict[str, Any]) -> Path:
+    """Write (or merge into) a model's baseline; claims not re-run keep their entries.
+
+    A baseline is only meaningful under the settings it was made with; they are stored with
+    it and a compare under other settings is refused.
+    """
+    if settings_mismatch(load_settings(directory, model), settings):
+        existing: dict[str, BaselineEntry] = {}  # other settings: start afresh
+    else:
+        existing = load(directory, model)
+    path = path_for(directory, model)
+    entries = {k: asdict(v) for k, v in existing.items()}
     for r in results:
         entries[r.claim_id] = asdict(
             BaselineEntry(r.claim_id, r.claim_version, r.verdict, r.effect, r.ci)
@@ -68,6 +94,7 @@ def save(directory: Path, model: str, results: list[ClaimResult]) -> Path:
     payload = {
         "schema_version": SCHEMA_VERSION,
         "model": model,
+        "settings": settings,
         "claims": dict(sorted(entries.items())),
     }
     path.write_text(json.dumps(payload, indent=2) + "\n")

@@ -67,6 +67,18 @@ class RunConfig:
         if self.sentences_per_pair is not None and self.sentences_per_pair < 1:
             raise ConfigError("--lm-sentences-per-pair must be >= 1")
 
+    def baseline_settings(self, dataset_sha256: str) -> dict[str, Any]:
+        """The settings that decide verdicts: a baseline holds only under the same ones."""
+        return {
+            **self.extraction.key_fields(),
+            "families": list(self.fit.families),
+            "criterion": self.fit.criterion,
+            "subsample": self.fit.subsample,
+            "dataset_sha256": dataset_sha256,
+            "sentences_per_pair": self.sentences_per_pair,
+            "seed": self.seed,
+        }
+
     def describe(self) -> dict[str, Any]:
         """The method settings a report must record, as plain JSON values."""
         out = asdict(self)

@@ -187,8 +187,19 @@ def lm_verdict(request: pytest.FixtureRequest) -> Callable[[ClaimSpec, ClaimResu
         state.results.append(result)
         state.specs[spec.id] = spec
         mode = state.config.baseline
-        entry = baseline.load(state.config.baseline_dir, result.model).get(result.claim_id)
+        directory = state.config.baseline_dir
+        entry = baseline.load(directory, result.model).get(result.claim_id)
         if mode == "compare" and entry is not None:
+            mismatch = baseline.settings_mismatch(
+                baseline.load_settings(directory, result.model), _baseline_settings(state)
+            )
+            if mismatch:
+                pytest.fail(
+                    f"baselines/{result.model} was made under other settings ({mismatch}); "
+                    "compare under the same settings, or pass --lm-baseline=off or "
+                    "--lm-baseline=update",
+                    pytrace=False,
+                )
             comparison = baseline.compare(entry, result)
             if not comparison.matches:
                 pytest.fail(comparison.message, pytrace=False)
@@ -198,6 +209,11 @@ def lm_verdict(request: pytest.FixtureRequest) -> Callable[[ClaimSpec, ClaimResu
         _outcome(result)
 
     return check
+
+
+def _baseline_settings(state: LmSession) -> dict[str, Any]:
+    assert state.dataset is not None
+    return state.config.baseline_settings(state.dataset.sha256)
 
 
 def _outcome(result: ClaimResult) -> None:
@@ -220,9 +236,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
     if state.config.baseline == "update":
         for model in dict.fromkeys(r.model for r in state.results):
-            baseline.save(
-                state.config.baseline_dir, model, [r for r in state.results if r.model == model]
-            )
+            results = [r for r in state.results if r.model == model]
+            baseline.save(state.config.baseline_dir, model, results, _baseline_settings(state))
     state.report_path = report.write(state)
 
 

@@ -52,6 +52,15 @@ def test_baseline_update_then_compare(project):
     assert result.ret == 0
 
 
+def test_compare_under_other_settings_is_refused(project):
+    project.runpytest("claims", "--lm-baseline=update", "-p", "no:cacheprovider")
+    result = project.runpytest("claims", "--lm-tokens=last", "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*made under other settings (tokens: baseline 'seed', now 'last')*"]
+    )
+
+
 def test_changed_verdict_fails_naming_both(project):
     (project.path / "baselines").mkdir()
     (project.path / "baselines" / "tiny-gpt2.json").write_text(
