@@ -1,0 +1,198 @@
+"""The fitting engine against the study's method (scipy's generic fit on the full sample):
+never a worse log-likelihood by more than 1e-3 per value, the same AIC winner unless the
+reference's own top two are within 2 AIC units; plus validity, bad input, determinism."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from harness.stats import distributions as dist
+
+TOLERANCE = 1e-3  # log-likelihood per value the engine may lose against the reference
+TIE_AIC = 2.0
+# Families whose reference fits are quick at 10k values (the slow ones get one test).
+QUICK = ("norm", "logistic", "t", "laplace", "genlogistic", "gennorm", "skewnorm", "hypsecant")
+
+SAMPLERS = {
+    "norm": lambda rng, n: rng.normal(1.0, 2.0, n),
+    "norm-small-scale": lambda rng, n: rng.normal(-3e-3, 1e-4, n),
+    "logistic": lambda rng, n: rng.logistic(0.3, 1.2, n),
+    "logistic-shifted": lambda rng, n: rng.logistic(40.0, 0.2, n),
+    "t3": lambda rng, n: rng.standard_t(3, n),
+    "t1.5": lambda rng, n: 2.0 * rng.standard_t(1.5, n),
+    "laplace": lambda rng, n: rng.laplace(0.5, 1.5, n),
+    "genlogistic0.4": lambda rng, n: stats.genlogistic.rvs(0.4, size=n, random_state=rng),
+    "genlogistic3": lambda rng, n: stats.genlogistic.rvs(3.0, 1.0, 0.5, n, random_state=rng),
+    "gennorm0.7": lambda rng, n: stats.gennorm.rvs(0.7, size=n, random_state=rng),
+    "gennorm4": lambda rng, n: stats.gennorm.rvs(4.0, 2.0, 3.0, n, random_state=rng),
+    "skewnorm4": lambda rng, n: stats.skewnorm.rvs(4.0, size=n, random_state=rng),
+    "skewnorm-2": lambda rng, n: stats.skewnorm.rvs(-2.0, 1.0, 0.3, n, random_state=rng),
+}
+
+
+def sample(kind: str, n: int, seed: int = 0) -> np.ndarray:
+    return SAMPLERS[kind](np.random.default_rng(seed), n)
+
+
+def reference(x: np.ndarray, families: tuple[str, ...]) -> dist.Ranking:
+    return dist.Ranking(len(x), tuple(dist.fit_reference(name, x) for name in families))
+
+
+def exact_loglik(fit: dist.FamilyFit, x: np.ndarray) -> float:
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(dist.FAMILIES[fit.name].logpdf(x, *fit.params).sum())
+
+
+def assert_agrees(x: np.ndarray, families: tuple[str, ...]) -> dist.Ranking:
+    ours = dist.rank(x, families)
+    ref = reference(x, families)
+    n = len(x)
+    for fit, rfit in zip(ours.fits, ref.fits, strict=True):
+        assert fit.converged, (fit.name, fit.note)
+        exact = exact_loglik(fit, x)
+        # the reported value is the full-sample log-likelihood, to ~1e-9 per value
+        assert abs(exact - fit.loglik) <= 1e-6 * n, (fit.name, exact, fit.loglik)
+        if math.isfinite(rfit.loglik):
+            assert exact >= rfit.loglik - TOLERANCE * n, (fit.name, exact / n, rfit.loglik / n)
+    usable = sorted(f.aic for f in ref.fits if f.valid and f.converged)
+    if len(usable) < 2 or usable[1] - usable[0] >= TIE_AIC:
+        assert ours.winner() == ref.winner(), (ours.table(), ref.table())
+    return ours
+
+
+@pytest.mark.parametrize("kind", list(SAMPLERS))
+def test_agrees_with_reference_at_10k(kind):
+    assert_agrees(sample(kind, 10_000, seed=1), QUICK)
+
+
+def test_all_study_families_agree_on_a_logistic_sample():
+    assert_agrees(sample("logistic", 10_000, seed=2), dist.STUDY_FAMILIES)
+
+
+@pytest.mark.parametrize(
+    ("kind", "families"),
+    [
+        ("logistic", ("norm", "logistic", "genlogistic", "hypsecant")),
+        ("t3", ("norm", "laplace", "t")),
+    ],
+)
+def test_agrees_with_reference_at_100k(kind, families):
+    ours = assert_agrees(sample(kind, 100_000, seed=3), families)
+    expected = {"logistic": {"logistic", "genlogistic"}, "t3": {"t"}}[kind]
+    assert ours.winner() in expected
+
+
+def test_vonmises_is_invalid_on_unbounded_data_and_cannot_win():
+    x = sample("logistic", 20_000, seed=4)
+    ranking = dist.rank(x, ("vonmises", "logistic", "norm"))
+    fits = {f.name: f for f in ranking.fits}
+    # its periodic "likelihood" beats every real family, which is exactly the trap
+    assert fits["vonmises"].loglik > fits["logistic"].loglik
+    assert not fits["vonmises"].valid
+    assert "integrates to" in fits["vonmises"].note
+    assert ranking.winner("aic") == "logistic"
+    assert ranking.winner("bic") == "logistic"
+
+
+def test_reference_path_flags_vonmises_too():
+    x = sample("logistic", 5_000, seed=5)
+    assert not dist.fit_reference("vonmises", x).valid
+
+
+def test_nested_families_tie_at_worst():
+    x = sample("logistic", 20_000, seed=6)
+    fits = {f.name: f for f in dist.rank(x, ("logistic", "genlogistic", "norm", "skewnorm")).fits}
+    assert fits["genlogistic"].loglik >= fits["logistic"].loglik - 1e-8 * len(x)
+    assert fits["skewnorm"].loglik >= fits["norm"].loglik - 1e-8 * len(x)
+
+
+def test_unknown_family_lists_valid_names():
+    x = sample("norm", 1_000)
+    with pytest.raises(dist.FamilyError, match=r"valid names: .*logistic"):
+        dist.rank(x, ("logistic", "gaussian"))
+    with pytest.raises(dist.FamilyError, match=r"'gaussian'.*valid names"):
+        dist.resolve_families("norm,gaussian")
+
+
+def test_nan_and_inf_are_refused_with_their_count():
+    x = sample("norm", 1_000)
+    x[[3, 10, 200]] = [np.nan, np.inf, -np.inf]
+    with pytest.raises(ValueError, match="3 NaN/inf values"):
+        dist.rank(x, ("norm",))
+
+
+@pytest.mark.parametrize(
+    "x",
+    [
+        np.full(5_000, 0.7),
+        1.0 + 1e-14 * np.random.default_rng(0).standard_normal(5_000),
+        np.concatenate([np.zeros(3_000), np.random.default_rng(0).normal(size=2_000)]),
+    ],
+    ids=["constant", "near-constant", "half-identical"],
+)
+def test_degenerate_sample_is_reported(x):
+    with pytest.raises(dist.DegenerateSampleError, match=r"degenerate|constant"):
+        dist.rank(x, ("norm", "logistic"))
+    assert issubclass(dist.DegenerateSampleError, ValueError)
+
+
+def test_too_few_values():
+    with pytest.raises(ValueError, match="at least 100"):
+        dist.rank(np.arange(50.0), ("norm",))
+
+
+def test_tiny_scale_data_fit_like_unit_scale_data():
+    # the engine works in robust units, so scaling the data only shifts log-likelihoods
+    z = sample("logistic", 10_000, seed=7)
+    small, unit = dist.rank(1e-6 * z, ("logistic", "t")), dist.rank(z, ("logistic", "t"))
+    for a, b in zip(small.fits, unit.fits, strict=True):
+        assert a.loglik == pytest.approx(b.loglik + len(z) * math.log(1e6), abs=1e-6 * len(z))
+
+
+def test_failure_is_recorded_not_raised(monkeypatch):
+    def broken(*args, **kwargs):
+        raise FloatingPointError("boom")
+
+    monkeypatch.setattr(dist, "_fit_loc_scale", broken)
+    ranking = dist.rank(sample("norm", 2_000), ("logistic", "norm"))
+    fits = {f.name: f for f in ranking.fits}
+    assert not fits["logistic"].converged and "boom" in fits["logistic"].note
+    assert ranking.winner() == "norm"
+
+
+def _table(x: np.ndarray) -> pd.DataFrame:
+    families = ("logistic", "t", "norminvgauss", "johnsonsu", "vonmises_line", "johnsonsb")
+    return dist.rank(x, families).table().drop(columns="seconds")
+
+
+def test_deterministic_across_calls_and_worker_processes():
+    from joblib import Parallel, delayed
+
+    x = sample("t3", 10_000, seed=8)
+    first = _table(x)
+    pd.testing.assert_frame_equal(first, _table(x))
+    in_workers = Parallel(n_jobs=2, backend="loky")(delayed(_table)(x) for _ in range(2))
+    for table in in_workers:
+        pd.testing.assert_frame_equal(first, table)
+
+
+def test_table_keeps_its_columns():
+    table = dist.rank(sample("norm", 2_000), ("norm", "logistic")).table()
+    assert list(table.columns) == [
+        "family",
+        "loglik",
+        "aic",
+        "bic",
+        "sse",
+        "converged",
+        "valid",
+        "seconds",
+        "note",
+    ]
