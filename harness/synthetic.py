@@ -82,3 +82,229 @@ def evidence(
         }
     )
     return Evidence(model, acts, data, config, Cache(cache_dir), key, progress=silent)
+
+
+# ------------------------------------------- named attributes with planted side modes
+
+
+def language_dataset(
+    attributes: tuple[str, ...] = ("in english", "in spanish", "in all lower case", "in japanese"),
+    n_subjects: int = 8,
+    per_pair: int = 5,
+) -> Dataset:
+    """Pairs with named attributes. Sentences of an attribute naming Japanese have no
+    spaces, as real Japanese, so the 'seed' token selection would read them whole."""
+    rows = []
+    for s in range(n_subjects):
+        for a, attribute in enumerate(attributes):
+            for i in range(per_pair):
+                text = (
+                    f"主題{s}についての合成文{i}です。"
+                    if "japanese" in attribute.lower()
+                    else f"synthetic sentence {i} about subject {s} {attribute}"
+                )
+                row = {"id": f"s{s}-a{a}-{i}", "subject": f"subject {s}", "attribute": attribute}
+                rows.append({**row, "text": text})
+    return Dataset(pd.DataFrame(rows), "synthetic")
+
+
+def side_mode_activations(
+    data: Dataset,
+    side_fraction: dict[str, float | tuple[float, ...]] | None = None,
+    *,
+    shift: float = 20.0,
+    jitter: dict[str, float] | float = 0.5,
+    scale: dict[str, float] | None = None,
+    tokens: dict[str, int] | None = None,
+    sampler: Sampler | str = "logistic",
+    n_layers: int = 5,
+    d_model: int = 96,
+    seed: int = 0,
+) -> ActivationSet:
+    """Activations whose pooled samples carry planted secondary modes per attribute.
+
+    Every coordinate is a draw from ``sampler`` times ``scale[attribute]`` (default 1).
+    Then the first round(side_fraction[attribute] x d_model) coordinates of each sentence
+    (a float, or one value per layer) are replaced by +shift, -shift, +shift, ... plus
+    N(0, jitter[attribute]) noise: the same coordinates in every sentence, as the outlier
+    dimensions behind real models' side modes, so the pair's pooled sample gets compact
+    clusters at +-shift. Attributes not named get no side modes.
+
+    Why shift = 20 (~11 bulk sd for a logistic bulk): with 4-6 sentences x 64-128
+    coordinates the study's 4.5 x Scott bandwidth is ~1.3 bulk sd, and a side mode nearer
+    than ~6 bandwidths merges into the bulk's shoulder; SmolLM2's side modes sit ~10 bulk
+    sd out.
+    """
+    draw = SAMPLERS[sampler] if isinstance(sampler, str) else sampler
+    fractions = dict(side_fraction or {})
+    scales = dict(scale or {})
+    counts = dict(tokens or {})
+    default_sd = float(jitter) if isinstance(jitter, int | float) else 0.5
+    jitters = {} if isinstance(jitter, int | float) else dict(jitter)
+    attributes = data.frame["attribute"].to_numpy()
+    rng = np.random.default_rng(seed)
+    resid = np.empty((n_layers, len(data), d_model), dtype=np.float32)
+    for layer in range(n_layers):
+        block = draw(rng, (len(data), d_model))
+        for attribute in dict.fromkeys(attributes):
+            rows = np.flatnonzero(attributes == attribute)
+            block[rows] *= scales.get(attribute, 1.0)
+            planted = fractions.get(attribute, 0.0)
+            frac = planted if np.ndim(planted) == 0 else planted[layer]
+            k = round(float(frac) * d_model)
+            if k:
+                sd = jitters.get(attribute, default_sd)
+                signs = np.where(np.arange(k) % 2 == 0, 1.0, -1.0)
+                block[np.ix_(rows, np.arange(k))] = signs * shift + rng.normal(
+                    0.0, sd, (len(rows), k)
+                )
+        resid[layer] = block
+    n_tokens = np.array([counts.get(a, 8) for a in attributes])
+    meta = {
+        "model": "synthetic-side-modes",
+        "n_layers": n_layers,
+        "d_model": d_model,
+        "seed": seed,
+        "side_fraction": {k: np.asarray(v).tolist() for k, v in fractions.items()},
+        "shift": shift,
+        "jitter": jitters or default_sd,
+        "scale": scales,
+        "sampler": sampler if isinstance(sampler, str) else repr(sampler),
+    }
+    return ActivationSet(resid, n_tokens, meta)
+
+
+# --------------------------------- planted bimodality and planted secondary-mode counts
+
+
+def pair_rows(data: Dataset) -> list[np.ndarray]:
+    """Dataset rows of each (subject, attribute) pair, in ``Evidence.pairs`` order."""
+    frame = data.frame.reset_index(drop=True)
+    grouped = frame.groupby(["subject", "attribute"], sort=False).indices
+    return [np.asarray(rows) for rows in grouped.values()]
+
+
+def bimodal_activations(
+    data: Dataset,
+    bimodal_layers: tuple[int, ...] | list[int] = (-1,),
+    *,
+    separation: float = 3.0,
+    balance: float = 0.5,
+    sampler: Sampler | str = "logistic",
+    n_layers: int = 5,
+    d_model: int = 128,
+    seed: int = 0,
+) -> ActivationSet:
+    """Activations whose pooled samples are two-component mixtures in ``bimodal_layers``.
+
+    Every coordinate is a draw from ``sampler``; in a bimodal layer the first
+    round(balance x d_model) coordinates of every sentence are shifted by +separation and the
+    others by -separation. Fixed coordinates, as a real model's sign pattern would be, so
+    each pair's pooled sample is a mixture with weights balance / 1 - balance and modes at
+    +-separation: balance 0.5 is the study's "almost perfectly symmetrically bimodal".
+
+    Why separation = 3 (logistic scale 1, so the modes are 6 scale units or 3.3 component
+    sd apart): the valley between the modes is then ~50 % below them after the bimodality
+    claim's KDE smoothing; at 2 it is ~15 %, which is hardly "almost perfectly bimodal".
+    Negative layer indices count from the end.
+    """
+    draw = SAMPLERS[sampler] if isinstance(sampler, str) else sampler
+    chosen = sorted({int(layer) % n_layers for layer in bimodal_layers})
+    rng = np.random.default_rng(seed)
+    signs = np.where(np.arange(d_model) < round(balance * d_model), 1.0, -1.0)
+    resid = np.empty((n_layers, len(data), d_model), dtype=np.float32)
+    for layer in range(n_layers):
+        block = draw(rng, (len(data), d_model))
+        if layer in chosen:
+            block = block + signs * separation
+        resid[layer] = block
+    meta = {
+        "model": "synthetic-bimodal",
+        "n_layers": n_layers,
+        "d_model": d_model,
+        "seed": seed,
+        "bimodal_layers": chosen,
+        "separation": separation,
+        "balance": balance,
+        "sampler": sampler if isinstance(sampler, str) else repr(sampler),
+    }
+    return ActivationSet(resid, np.full(len(data), 8), meta)
+
+
+def trend_counts(
+    n_layers: int,
+    n_pairs: int,
+    start: float,
+    end: float,
+    trials: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """(n_layers, n_pairs) counts ~ Binomial(trials, p), p linear in depth from start to end:
+    a count that tends to fall (start > end), rise, or stay (start == end) with depth, with
+    pair-to-pair noise around the trend."""
+    p = np.linspace(start, end, n_layers)[:, None]
+    return rng.binomial(trials, np.broadcast_to(p, (n_layers, n_pairs)))
+
+
+def mode_count_activations(
+    data: Dataset,
+    left_counts: np.ndarray,
+    right_counts: np.ndarray,
+    *,
+    positions: tuple[float, ...] = (20.0, 40.0),
+    jitter: float = 2.0,
+    sampler: Sampler | str = "logistic",
+    d_model: int = 256,
+    seed: int = 0,
+) -> ActivationSet:
+    """Activations with a planted number of secondary modes left and right of the bulk.
+
+    ``left_counts`` and ``right_counts`` are (n_layers, n_pairs) integers (pairs in
+    ``pair_rows`` order): at that layer, the pair's sentences put one coordinate each at
+    -positions[0], ..., -positions[k-1] (left) and +positions[...] (right), plus
+    N(0, jitter) noise; different modes use different coordinates, the same in every
+    sentence, as real outlier dimensions. The bulk is ``sampler``.
+
+    Why positions 20 and 40 and jitter 2 with 256 coordinates and 8 sentences (2,048
+    values): the study's KDE bandwidth (4.5 x Scott on the sample's own sd) is then ~1 sd,
+    and every far mode widens it. With these settings each of the counts 0-2 on one side
+    and 0-1 on the other is recovered in >= 90 % of samples (2 on both sides is not: the
+    bandwidth then merges the pairs of modes). A narrow jitter (0.5) loses the outermost
+    mode: the grid ends at the sample's max, and the peak sits against the grid's end.
+    """
+    left = np.asarray(left_counts, dtype=int)
+    right = np.asarray(right_counts, dtype=int)
+    rows_by_pair = pair_rows(data)
+    if left.shape != right.shape or left.ndim != 2 or left.shape[1] != len(rows_by_pair):
+        raise ValueError(
+            f"counts must both be (n_layers, {len(rows_by_pair)}); got {left.shape}, {right.shape}"
+        )
+    most = int(max(left.max(initial=0), right.max(initial=0)))
+    if most > len(positions) or int(left.max(initial=0) + right.max(initial=0)) > d_model:
+        raise ValueError(f"a count of {most} needs at least {most} positions and coordinates")
+    if min(left.min(initial=0), right.min(initial=0)) < 0:
+        raise ValueError("counts must be >= 0")
+    draw = SAMPLERS[sampler] if isinstance(sampler, str) else sampler
+    rng = np.random.default_rng(seed)
+    n_layers = left.shape[0]
+    resid = np.empty((n_layers, len(data), d_model), dtype=np.float32)
+    for layer in range(n_layers):
+        block = draw(rng, (len(data), d_model))
+        for pair, rows in enumerate(rows_by_pair):
+            offsets = [-p for p in positions[: left[layer, pair]]]
+            offsets += list(positions[: right[layer, pair]])
+            for coordinate, offset in enumerate(offsets):
+                block[rows, coordinate] = offset + rng.normal(0.0, jitter, len(rows))
+        resid[layer] = block
+    meta = {
+        "model": "synthetic-mode-counts",
+        "n_layers": n_layers,
+        "d_model": d_model,
+        "seed": seed,
+        "left_counts": left.tolist(),
+        "right_counts": right.tolist(),
+        "positions": list(positions),
+        "jitter": jitter,
+        "sampler": sampler if isinstance(sampler, str) else repr(sampler),
+    }
+    return ActivationSet(resid, np.full(len(data), 8), meta)

@@ -1,0 +1,429 @@
+"""Claim: Pythia-160m's final layer is (almost perfectly symmetrically) bimodal; no other
+model's final layer, and no other layer, is."""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from harness.claim import ClaimResult, ClaimSpec, Verdict
+from harness.evidence import Evidence
+from harness.stats import modes
+from harness.stats.inference import cluster_bootstrap_share
+
+# The property the study reports per model; every model not named is expected unimodal
+# ("The only outlier is the final layer of the Pythia-160m model").
+EXPECTED_BIMODAL: dict[str, bool] = {"pythia-160m": True}
+STUDY_MODELS = ("gpt2", "gpt2-medium", "gpt2-large", "pythia-160m", "pythia-410m", "pythia-1b")
+
+SPEC = ClaimSpec(
+    id="final-layer-bimodality",
+    version=1,
+    title="Only Pythia-160m's final layer is bimodal",
+    source="Beyond Gaussian: Language Model Representations and Distributions (seed write-up)",
+    quote=(
+        "The only outlier is the final layer of the Pythia-160m model, where the "
+        "post-residual activations were almost perfectly symmetrically bimodal!"
+    ),
+    statistic=(
+        "Per sample (all residual coordinates of all sentences of one subject/attribute pair "
+        "at one layer), centred on its median and divided by its robust spread min(sd, "
+        "IQR/1.349), a Gaussian KDE at Silverman's robust bandwidth 0.9 n^-1/5 on 1000 points "
+        "spanning the 0.1-99.9 % quantiles padded by 3 bandwidths, peaks as the study "
+        "(find_peaks, prominence 1e-4 of the maximum, distance 31). Not the study's 4.5 x "
+        "Scott bandwidth: at a few thousand values it is about one sd wide and smooths any "
+        "two-component mixture into one mode (it is reported beside, as a sensitivity). A "
+        "sample is bimodal when it has two MAJOR modes: the second-highest peak is at least "
+        "0.25 of the highest, the valley between them is at least 20 % below the lower one, "
+        "and at least 10 % of the values lie on the lower mode's side of the valley (the "
+        "1e-4-prominence bumps of a few outlier coordinates fail all three; in 100 unimodal "
+        "logistic, normal, t3, Gumbel and lognormal samples each, of 768 to 12,672 values, no "
+        "valley between two peaks of that height ratio was deeper than 4 %). Symmetric: "
+        "bimodal with height ratio >= 0.8, >= 40 % of the values on the lower mode's side "
+        "and the modes' midpoint within 10 % of their separation from the median. Per "
+        "layer, the share of pairs that are bimodal, with an exact (Clopper-Pearson) 95 % CI "
+        "over pairs: the final layer has one sample per pair, so "
+        "the pair bootstrap is the ordinary bootstrap of a proportion, whose percentile "
+        "interval collapses to a point at share 0 or 1, the expected cases here (it is "
+        "reported beside). A layer is bimodal when the CI's lower bound exceeds 0.5, "
+        "unimodal when its upper bound is below 0.5. No per-sample significance test "
+        "(mixture likelihood ratio, Silverman's critical bandwidth): the values of one "
+        "sample are not independent (the same coordinates recur in every sentence) and at "
+        "150k values any bump is 'significant', so bimodality is judged by effect size and "
+        "the model's decision by the pairs. SUPPORTED when the final layer is as the study "
+        "says for the model (bimodal for pythia-160m, unimodal for every other model), "
+        "REFUTED when it is shown to be the opposite, INCONCLUSIVE otherwise or with fewer "
+        "than 4 pairs. Every other layer's share is reported; a bimodal one is noted."
+    ),
+    thresholds={
+        "min_height_ratio": 0.25,
+        "min_dip_depth": 0.2,
+        "min_minor_mass": 0.1,
+        "symmetric_height_ratio": 0.8,
+        "symmetric_minor_mass": 0.4,
+        "symmetric_centre_offset": 0.1,
+        "share": 0.5,
+        "confidence": 0.95,
+        "min_pairs": 4,
+        "silverman_factor": 0.9,
+        "grid_quantile": 0.001,
+        "grid_pad_bandwidths": 3,
+    },
+    # Every study model is expected to match the study's per-model statement.
+    expectations=dict.fromkeys(STUDY_MODELS, Verdict.SUPPORTED),
+    source_numbers={
+        "pythia-160m": "final layer 'almost perfectly symmetrically bimodal' (no numbers given)",
+        "gpt2, gpt2-medium, gpt2-large, pythia-410m, pythia-1b": (
+            "no bimodal layer: Pythia-160m's final layer is 'the only outlier'"
+        ),
+    },
+)
+
+EFFECT_NAME = "share of final-layer pairs with two major modes"
+
+
+def expected_bimodal(model: str) -> bool:
+    """The study's statement for a model, by registry name or HF id (case-insensitive)."""
+    name = model.strip().rstrip("/").rsplit("/", 1)[-1].lower()
+    return EXPECTED_BIMODAL.get(name, False)
+
+
+# ------------------------------------------------------------------ per-sample statistic
+
+
+class Bimodality(NamedTuple):
+    """The two highest KDE modes of one sample. A NamedTuple, not a dataclass: calibration
+    tests load this module by path, where a dataclass with postponed annotations cannot
+    find its module."""
+
+    n_modes: int
+    n_major: int  # modes at least min_height_ratio of the highest
+    height_ratio: float  # second-highest / highest peak; 0 with a single mode
+    dip_depth: float  # 1 - (lowest density between the two) / second-highest peak
+    minor_mass: float  # share of values on the second mode's side of the valley
+    separation: float  # distance between the two modes / the sample's robust spread
+    centre_offset: float  # |midpoint of the two modes - median| / their distance
+    bimodal: bool
+    symmetric: bool
+
+
+def robust_spread(x: np.ndarray) -> float:
+    """min(sd, IQR / 1.349): the bulk's width, which a few far values cannot inflate."""
+    sd = float(np.std(x, ddof=1))
+    q1, q3 = np.percentile(x, [25, 75])
+    return min(sd, float(q3 - q1) / 1.3489795003921634) if q3 > q1 else sd
+
+
+def two_main_modes(
+    summary: modes.ModeSummary, x: np.ndarray, spread: float, thresholds: dict[str, float]
+) -> Bimodality:
+    """Height ratio, valley depth, mass and symmetry of a sample's two highest modes.
+
+    ``x`` and ``spread`` are in the units of ``summary`` (its KDE was fitted to ``x``)."""
+    t = thresholds
+    found = sorted(summary.modes, key=lambda m: m.height, reverse=True)
+    if len(found) < 2:
+        return Bimodality(len(found), len(found), 0.0, 0.0, 0.0, 0.0, math.nan, False, False)
+    first, second = found[0], found[1]
+    step = (summary.grid_hi - summary.grid_lo) / (summary.grid_points - 1)
+    i, j = sorted(round((m.position - summary.grid_lo) / step) for m in (first, second))
+    valley = i + int(np.argmin(summary.density[i : j + 1]))
+    antimode = summary.grid_lo + valley * step
+    height_ratio = second.height / first.height
+    dip_depth = 1.0 - float(summary.density[valley]) / second.height
+    side = x < antimode if second.position < first.position else x > antimode
+    minor_mass = float(np.mean(side))
+    distance = abs(first.position - second.position)
+    centre_offset = abs(0.5 * (first.position + second.position) - float(np.median(x))) / distance
+    bimodal = (
+        height_ratio >= t["min_height_ratio"]
+        and dip_depth >= t["min_dip_depth"]
+        and minor_mass >= t["min_minor_mass"]
+    )
+    symmetric = (
+        bimodal
+        and height_ratio >= t["symmetric_height_ratio"]
+        and minor_mass >= t["symmetric_minor_mass"]
+        and centre_offset <= t["symmetric_centre_offset"]
+    )
+    return Bimodality(
+        n_modes=len(found),
+        n_major=sum(m.height >= t["min_height_ratio"] * first.height for m in found),
+        height_ratio=float(height_ratio),
+        dip_depth=float(dip_depth),
+        minor_mass=minor_mass,
+        separation=float(distance / spread),
+        centre_offset=float(centre_offset),
+        bimodal=bool(bimodal),
+        symmetric=bool(symmetric),
+    )
+
+
+def resolving_modes(x: np.ndarray, thresholds: dict[str, float]) -> Bimodality:
+    """The claim's statistic on one sample: standardized, Silverman bandwidth, trimmed grid."""
+    spread = robust_spread(x)
+    z = (x - np.median(x)) / spread
+    h = thresholds["silverman_factor"] * z.size ** (-1 / 5)
+    q = thresholds["grid_quantile"]
+    lo, hi = np.quantile(z, [q, 1 - q])
+    pad = thresholds["grid_pad_bandwidths"] * h
+    # The grid spans the bulk, not the extremes: a few massive-activation values far out
+    # would otherwise stretch it so that the peak distance (31 of 1000 points) merges the
+    # two main modes; values off the grid still add their kernels to it.
+    summary = modes.find_modes(z, bandwidth=h, grid=(float(lo - pad), float(hi + pad)))
+    return two_main_modes(summary, z, 1.0, thresholds)
+
+
+def sample_table(evidence: Evidence, spec: ClaimSpec = SPEC) -> pd.DataFrame:
+    """One row per (layer, pair): the claim's statistic and the study-KDE sensitivity."""
+    t = dict(spec.thresholds)
+    rows = []
+    for layer in range(evidence.n_layers):
+        values = [evidence.values(layer, int(p)) for p in evidence.pairs["pair"]]
+        # The study's own KDE (4.5 x Scott on the sample's sd, its own min..max grid).
+        study = modes.summarize_each(values)
+        for (pair, subject, attribute), x, s in zip(
+            evidence.pairs[["pair", "subject", "attribute"]].itertuples(index=False),
+            values,
+            study,
+            strict=True,
+        ):
+            ours = resolving_modes(x, t)
+            theirs = two_main_modes(s, x, robust_spread(x), t)
+            rows.append(
+                {
+                    "layer": layer,
+                    "pair": int(pair),
+                    "subject": subject,
+                    "attribute": attribute,
+                    "n_values": int(x.size),
+                    **ours._asdict(),
+                    "bimodal_study_kde": theirs.bimodal,
+                    "height_ratio_study_kde": theirs.height_ratio,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- decision
+
+
+def share_interval(k: int, n: int, confidence: float) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) interval for k of n pairs."""
+    ci = stats.binomtest(k, n).proportion_ci(confidence_level=confidence, method="exact")
+    return float(ci.low), float(ci.high)
+
+
+def layer_state(lo: float, hi: float, share: float) -> str:
+    if lo > share:
+        return "bimodal"
+    if hi < share:
+        return "unimodal"
+    return "undetermined"
+
+
+def per_layer(samples: pd.DataFrame, spec: ClaimSpec = SPEC) -> pd.DataFrame:
+    t = spec.thresholds
+    rows = []
+    for layer, group in samples.groupby("layer"):
+        k, n = int(group["bimodal"].sum()), len(group)
+        lo, hi = share_interval(k, n, t["confidence"])
+        rows.append(
+            {
+                "layer": int(layer),
+                "share_bimodal": k / n,
+                "ci_lo": lo,
+                "ci_hi": hi,
+                "share_symmetric": float(group["symmetric"].mean()),
+                "median_height_ratio": float(group["height_ratio"].median()),
+                # Tiny tail bumps have deep valleys too: count a depth only where the
+                # second mode is major, so the column reads as "how clear a second hump".
+                "median_major_dip_depth": float(
+                    group["dip_depth"]
+                    .where(group["height_ratio"] >= t["min_height_ratio"], 0.0)
+                    .median()
+                ),
+                "share_bimodal_study_kde": float(group["bimodal_study_kde"].mean()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
+    t = spec.thresholds
+    expected = expected_bimodal(evidence.model)
+    n_pairs = len(evidence.pairs)
+    expect_note = f"expectation for {evidence.model}: " + (
+        "a bimodal final layer (the study's Pythia-160m)"
+        if expected
+        else "a unimodal final layer (the study: Pythia-160m's final layer is the only bimodal one)"
+    )
+    if n_pairs < t["min_pairs"]:
+        return _result(
+            evidence,
+            spec,
+            Verdict.INCONCLUSIVE,
+            n=n_pairs,
+            notes=(
+                f"only {n_pairs} subject/attribute pairs; at least {int(t['min_pairs'])} are "
+                "needed to decide a layer's share of bimodal pairs",
+                expect_note,
+            ),
+        )
+
+    samples = sample_table(evidence, spec)
+    layers = per_layer(samples, spec)
+    final = evidence.n_layers - 1
+    last = samples[samples["layer"] == final]
+    k, n = int(last["bimodal"].sum()), len(last)
+    share = k / n
+    lo, hi = share_interval(k, n, t["confidence"])
+    state = layer_state(lo, hi, t["share"])
+    if state == "undetermined":
+        verdict = Verdict.INCONCLUSIVE
+    elif (state == "bimodal") == expected:
+        verdict = Verdict.SUPPORTED
+    else:
+        verdict = Verdict.REFUTED
+    # One-sided exact binomial test in the direction the study predicts for this model.
+    pvalue = float(
+        stats.binomtest(k, n, t["share"], alternative="greater" if expected else "less").pvalue
+    )
+    boot = cluster_bootstrap_share(
+        last["bimodal"].to_numpy(), last["pair"].to_numpy(), seed=evidence.seed
+    )
+    notes = [
+        expect_note,
+        _final_note(last, k, n, (lo, hi), boot.confidence_interval, state),
+        _other_layers_note(layers, final, t["share"]),
+        _study_kde_note(last, state, t["share"], t["confidence"]),
+    ]
+    if verdict == Verdict.INCONCLUSIVE:
+        notes.append(
+            f"the final layer's share {share:.2f} has an exact 95% CI [{lo:.2f}, {hi:.2f}] "
+            f"that includes {t['share']}: neither a bimodal nor a unimodal majority is shown"
+        )
+    columns = [
+        "subject",
+        "attribute",
+        "n_modes",
+        "n_major",
+        "height_ratio",
+        "dip_depth",
+        "minor_mass",
+        "separation",
+        "centre_offset",
+        "bimodal",
+        "symmetric",
+        "bimodal_study_kde",
+    ]
+    tables = {
+        "per_layer": layers,
+        "final_layer_pairs": last[columns].reset_index(drop=True),
+    }
+    return _result(
+        evidence,
+        spec,
+        verdict,
+        n=n,
+        effect=share,
+        ci=(lo, hi),
+        pvalue=pvalue,
+        notes=tuple(notes),
+        tables=tables,
+    )
+
+
+def _final_note(
+    last: pd.DataFrame,
+    k: int,
+    n: int,
+    ci: tuple[float, float],
+    boot_ci: tuple[float, float],
+    state: str,
+) -> str:
+    bimodal = last[last["bimodal"]]
+    shape = ""
+    if len(bimodal):
+        shape = (
+            f"; among them median height ratio {bimodal['height_ratio'].median():.2f}, valley "
+            f"depth {bimodal['dip_depth'].median():.2f}, lower-side mass "
+            f"{bimodal['minor_mass'].median():.2f}, centre offset "
+            f"{bimodal['centre_offset'].median():.2f}, separation "
+            f"{bimodal['separation'].median():.2f} robust sd; "
+            f"{int(last['symmetric'].sum())} of {n} pairs symmetric"
+        )
+    return (
+        f"final layer: {k} of {n} pairs have two major modes (share {k / n:.2f}, exact 95% CI "
+        f"[{ci[0]:.2f}, {ci[1]:.2f}], pair-bootstrap CI [{boot_ci[0]:.2f}, {boot_ci[1]:.2f}]): "
+        f"{state}{shape}"
+    )
+
+
+def _other_layers_note(layers: pd.DataFrame, final: int, share: float) -> str:
+    others = layers[layers["layer"] != final]
+    if others.empty:
+        return "only one layer: no other layer to compare with the final one"
+    bimodal = others[others["ci_lo"] > share]["layer"].tolist()
+    leaning = others[(others["share_bimodal"] >= share) & (others["ci_lo"] <= share)]
+    if bimodal:
+        text = (
+            f"other layers bimodal (exact CI above {share}): {bimodal}, against the study's "
+            "'the only outlier' (no other layer bimodal)"
+        )
+    else:
+        text = f"none of the {len(others)} other layers is bimodal (no CI above {share})"
+    if len(leaning):
+        unresolved = leaning["layer"].tolist()
+        text += f"; layers with a bimodal majority not resolved by the CI: {unresolved}"
+    return text + f"; highest share among them {others['share_bimodal'].max():.2f}"
+
+
+def _study_kde_note(last: pd.DataFrame, state: str, share: float, confidence: float) -> str:
+    k = int(last["bimodal_study_kde"].sum())
+    lo, hi = share_interval(k, len(last), confidence)
+    theirs = layer_state(lo, hi, share)
+    same = "the same decision" if theirs == state else f"a different decision ({theirs})"
+    n = float(last["n_values"].median())
+    return (
+        f"sensitivity, the study's KDE (4.5 x Scott on each sample's sd, its min..max grid): "
+        f"{k} of {len(last)} final-layer pairs bimodal, {same}; at n = {n:.0f} values per "
+        f"sample that bandwidth is {modes.BW_FACTOR * n**-0.2:.2f} sd (the claim's: "
+        f"{0.9 * n**-0.2:.2f} robust sd), and two equal modes less than about two "
+        "bandwidths apart merge into one"
+    )
+
+
+def _result(
+    evidence: Evidence,
+    spec: ClaimSpec,
+    verdict: Verdict,
+    *,
+    n: int,
+    effect: float | None = None,
+    ci: tuple[float, float] | None = None,
+    pvalue: float | None = None,
+    notes: tuple[str, ...] = (),
+    tables: dict[str, pd.DataFrame] | None = None,
+) -> ClaimResult:
+    return ClaimResult(
+        spec.id,
+        spec.version,
+        evidence.model,
+        verdict,
+        EFFECT_NAME,
+        effect,
+        ci,
+        pvalue,
+        n,
+        notes,
+        tables or {},
+    )
+
+
+def test_final_layer_bimodality(lm_evidence: Evidence, lm_verdict) -> None:
+    lm_verdict(SPEC, evaluate(lm_evidence))
