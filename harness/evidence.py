@@ -120,7 +120,26 @@ class Evidence:
 def _rank_one(
     layer: int, pair: int, x: np.ndarray, families: tuple[str, ...], subsample: int, seed: int
 ) -> pd.DataFrame:
-    table = distributions.rank(x, families, subsample, seed).table()
+    try:
+        table = distributions.rank(x, families, subsample, seed).table()
+    except distributions.DegenerateSampleError as exc:
+        # One constant sample is a finding about that sample, not a reason to stop the run.
+        table = pd.DataFrame(
+            [
+                {
+                    "family": name,
+                    "loglik": np.nan,
+                    "aic": np.inf,
+                    "bic": np.inf,
+                    "sse": np.inf,
+                    "converged": False,
+                    "valid": False,
+                    "seconds": 0.0,
+                    "note": f"degenerate: {exc}",
+                }
+                for name in families
+            ]
+        )
     return table.assign(layer=layer, pair=pair, n=len(x))
 
 

@@ -33,7 +33,7 @@ _OPTIONS: list[tuple[str, str, str | None]] = [
     ("dataset", "sentence dataset (.jsonl, .csv or the seed's .json); default: shipped set", None),
     ("tokens", f"token selection: {', '.join(TOKEN_MODES)}", "seed"),
     ("processing", f"model processing: {', '.join(PROCESSING_MODES)}", "tl-compat"),
-    ("families", "distribution families: names or the sets study, core, all", "core"),
+    ("families", "distribution families: names or the sets study, core, all", "study"),
     ("criterion", "fit criterion used for verdicts: aic, bic, sse", "aic"),
     ("report-dir", "directory for this run's report (default <report root>/<models>)", None),
     ("report-root", "parent directory of run reports", "reports"),
