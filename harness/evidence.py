@@ -84,7 +84,12 @@ class Evidence:
     def fits(self) -> pd.DataFrame:
         """One row per (layer, pair, family): log-likelihood, AIC, BIC, SSE, validity."""
         settings = self.config.fit
-        fields = {"families": settings.families, "subsample": settings.subsample}
+        # The engine's own version keys the fits: a new engine refits without re-extracting.
+        fields = {
+            "families": settings.families,
+            "subsample": settings.subsample,
+            "engine": distributions.ENGINE_VERSION,
+        }
         return self._cached_table(
             "fits",
             fields,

@@ -75,6 +75,8 @@ EXTRA_FAMILIES: tuple[str, ...] = (
 FAMILIES: dict[str, stats.rv_continuous] = {
     name: getattr(stats, name) for name in STUDY_FAMILIES + EXTRA_FAMILIES
 }
+# Bumped whenever fitting changes its numbers, so cached fits are recomputed.
+ENGINE_VERSION = 2
 LOGISTIC_FAMILY = frozenset({"logistic", "genlogistic", "hypsecant"})
 CORE_FAMILIES: tuple[str, ...] = ("norm", "logistic", "genlogistic", "hypsecant", "gennorm", "t")
 SSE_BINS = 150
