@@ -337,18 +337,16 @@ def _result(
     notes: tuple[str, ...] = (),
     tables: dict[str, pd.DataFrame] | None = None,
 ) -> ClaimResult:
-    return ClaimResult(
-        spec.id,
-        spec.version,
+    return spec.result(
         evidence.model,
         verdict,
         EFFECT_NAME,
-        effect,
-        ci,
-        pvalue,
-        n,
-        notes,
-        tables or {},
+        n=n,
+        effect=effect,
+        ci=ci,
+        pvalue=pvalue,
+        notes=notes,
+        tables=tables,
     )
 
 

@@ -34,6 +34,34 @@ class ClaimSpec:
     # with a layer column that are not named here are drawn as lines.
     plots: Mapping[str, str] = field(default_factory=dict)
 
+    def result(
+        self,
+        model: str,
+        verdict: Verdict,
+        effect_name: str,
+        *,
+        n: int,
+        effect: float | None = None,
+        ci: tuple[float, float] | None = None,
+        pvalue: float | None = None,
+        notes: tuple[str, ...] = (),
+        tables: Mapping[str, pd.DataFrame] | None = None,
+    ) -> ClaimResult:
+        """This claim's result for one model, with its id and version filled in."""
+        return ClaimResult(
+            self.id,
+            self.version,
+            model,
+            verdict,
+            effect_name,
+            effect,
+            ci,
+            pvalue,
+            n,
+            notes,
+            dict(tables or {}),
+        )
+
 
 @dataclass(frozen=True, eq=False)
 class ClaimResult:
