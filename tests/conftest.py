@@ -46,6 +46,9 @@ def make_project(path: Path, cache_dir: Path, per_pair: int = 3) -> Path:
     )
     (path / "pytest.ini").write_text(
         "[pytest]\n"
+        # importlib mode: the outer session has already imported claims/test_*.py under
+        # the same basenames, which the default mode would refuse as a mismatch.
+        "addopts = --import-mode=importlib\n"
         "lm_models = tiny-gpt2\n"
         "lm_dataset = data.jsonl\n"
         f"lm_sentences_per_pair = {per_pair}\n"
