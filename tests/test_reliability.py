@@ -74,7 +74,9 @@ def test_sigint_during_extraction_leaves_no_entry_and_rerun_recomputes(tmp_path)
     cache = tmp_path / "cache"
     (tmp_path / "p").mkdir()
     project = make_project(tmp_path / "p", cache, per_pair=22)
-    proc = _start(project)
+    # Batch size 1 makes extraction last seconds, not one: under CI load a one-second
+    # window closed before the signal arrived, and the test then raced instead of testing.
+    proc = _start(project, "--lm-batch-size", "1")
     # The progress bar names the stage on stderr; interrupt as soon as extraction starts.
     seen = ""
     while "extract tiny-gpt2" not in seen and proc.poll() is None:
