@@ -11,6 +11,7 @@ from harness.stats import similarity
 
 NAMED = ("in an angry tone", "in all lower case", "in a childish style")
 N_BOOT = 200
+EFFECT_NAME = "late/early mean |D|"
 
 SPEC = ClaimSpec(
     id="distinctiveness-shrinks",
@@ -68,17 +69,15 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
     ]
     if any(short):
         why = ", ".join(s for s in short if s)
-        return ClaimResult(
-            spec.id,
-            spec.version,
+        return spec.result(
             evidence.model,
             Verdict.INCONCLUSIVE,
-            "late/early mean |D|",
-            None,
-            None,
-            None,
-            len(frame),
-            (f"too few for a depth trend: {why}",),
+            EFFECT_NAME,
+            n=len(frame),
+            effect=None,
+            ci=None,
+            pvalue=None,
+            notes=(f"too few for a depth trend: {why}",),
         )
     boots = {
         variant: similarity.bootstrap_distinctiveness(
@@ -103,18 +102,16 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
     trends = {v: _trend(b) for v, b in boots.items()}
     trend = trends[deciding]
     if trend is None:
-        return ClaimResult(
-            spec.id,
-            spec.version,
+        return spec.result(
             evidence.model,
             Verdict.INCONCLUSIVE,
-            "late/early mean |D|",
-            None,
-            None,
-            None,
-            len(frame),
-            (*notes, "fewer than 3 usable layers"),
-            _tables(boots, trends, subjects, attributes, deciding),
+            EFFECT_NAME,
+            n=len(frame),
+            effect=None,
+            ci=None,
+            pvalue=None,
+            notes=(*notes, "fewer than 3 usable layers"),
+            tables=_tables(boots, trends, subjects, attributes, deciding),
         )
     if trend.slope_ci[1] < 0 and trend.ratio_ci[1] < spec.thresholds["ratio"]:
         verdict = Verdict.SUPPORTED
@@ -129,18 +126,16 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
     )
     notes.extend(_agreement(trends, deciding))
     notes.append(_named_note(boots[deciding], attributes))
-    return ClaimResult(
-        spec.id,
-        spec.version,
+    return spec.result(
         evidence.model,
         verdict,
-        "late/early mean |D|",
-        trend.ratio,
-        trend.ratio_ci,
-        trend.ratio_pvalue,
-        len(frame),
-        tuple(notes),
-        _tables(boots, trends, subjects, attributes, deciding),
+        EFFECT_NAME,
+        n=len(frame),
+        effect=trend.ratio,
+        ci=trend.ratio_ci,
+        pvalue=trend.ratio_pvalue,
+        notes=tuple(notes),
+        tables=_tables(boots, trends, subjects, attributes, deciding),
     )
 
 

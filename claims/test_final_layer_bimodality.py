@@ -263,10 +263,10 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
         else "a unimodal final layer (the study: Pythia-160m's final layer is the only bimodal one)"
     )
     if n_pairs < t["min_pairs"]:
-        return _result(
-            evidence,
-            spec,
+        return spec.result(
+            evidence.model,
             Verdict.INCONCLUSIVE,
+            EFFECT_NAME,
             n=n_pairs,
             notes=(
                 f"only {n_pairs} subject/attribute pairs; at least {int(t['min_pairs'])} are "
@@ -325,10 +325,10 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
         "per_layer": layers,
         "final_layer_pairs": last[columns].reset_index(drop=True),
     }
-    return _result(
-        evidence,
-        spec,
+    return spec.result(
+        evidence.model,
         verdict,
+        EFFECT_NAME,
         n=n,
         effect=share,
         ci=(lo, hi),
@@ -395,31 +395,6 @@ def _study_kde_note(last: pd.DataFrame, state: str, share: float, confidence: fl
         f"sample that bandwidth is {modes.BW_FACTOR * n**-0.2:.2f} sd (the claim's: "
         f"{0.9 * n**-0.2:.2f} robust sd), and two equal modes less than about two "
         "bandwidths apart merge into one"
-    )
-
-
-def _result(
-    evidence: Evidence,
-    spec: ClaimSpec,
-    verdict: Verdict,
-    *,
-    n: int,
-    effect: float | None = None,
-    ci: tuple[float, float] | None = None,
-    pvalue: float | None = None,
-    notes: tuple[str, ...] = (),
-    tables: dict[str, pd.DataFrame] | None = None,
-) -> ClaimResult:
-    return spec.result(
-        evidence.model,
-        verdict,
-        EFFECT_NAME,
-        n=n,
-        effect=effect,
-        ci=ci,
-        pvalue=pvalue,
-        notes=notes,
-        tables=tables,
     )
 
 

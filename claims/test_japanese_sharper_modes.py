@@ -297,10 +297,10 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
     alpha = spec.thresholds["alpha"]
     attributes = list(dict.fromkeys(evidence.pairs["attribute"]))
     if not any(is_japanese(a) for a in attributes):
-        return _result(
-            evidence,
-            spec,
+        return spec.result(
+            evidence.model,
             Verdict.NOT_APPLICABLE,
+            EFFECT_NAME,
             n=0,
             notes=(
                 f"the dataset has no {JAPANESE[0]!r} attribute (attributes: "
@@ -321,10 +321,10 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
     }
     confounds = _confound_notes(evidence, pairs)
     if n < spec.thresholds["min_subjects"]:
-        return _result(
-            evidence,
-            spec,
+        return spec.result(
+            evidence.model,
             Verdict.INCONCLUSIVE,
+            EFFECT_NAME,
             n=n,
             notes=(
                 f"only {n} subjects have Japanese and at least one other attribute; at least "
@@ -370,40 +370,15 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
             f"there are only {round(1 / test.smallest_p)} relabelings, so its smallest "
             f"one-sided p is {test.smallest_p:.3g}"
         )
-    return _result(
-        evidence,
-        spec,
-        verdict,
-        n=n,
-        effect=float(per_j.mean()),
-        ci=ci,
-        pvalue=pvalue,
-        notes=tuple(notes),
-        tables=tables,
-    )
-
-
-def _result(
-    evidence: Evidence,
-    spec: ClaimSpec,
-    verdict: Verdict,
-    *,
-    n: int,
-    effect: float | None = None,
-    ci: tuple[float, float] | None = None,
-    pvalue: float | None = None,
-    notes: tuple[str, ...] = (),
-    tables: dict[str, pd.DataFrame] | None = None,
-) -> ClaimResult:
     return spec.result(
         evidence.model,
         verdict,
         EFFECT_NAME,
         n=n,
-        effect=effect,
+        effect=float(per_j.mean()),
         ci=ci,
         pvalue=pvalue,
-        notes=notes,
+        notes=tuple(notes),
         tables=tables,
     )
 

@@ -173,10 +173,10 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
     t = spec.thresholds
     n_pairs, n_layers = len(evidence.pairs), evidence.n_layers
     if n_pairs < t["min_pairs"] or n_layers < t["min_layers"]:
-        return _result(
-            evidence,
-            spec,
+        return spec.result(
+            evidence.model,
             Verdict.INCONCLUSIVE,
+            EFFECT_NAME,
             n=n_pairs,
             notes=(
                 f"{n_pairs} subject/attribute pairs and {n_layers} layers; a trend over depth "
@@ -233,10 +233,10 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
         ),
         "pairs": _pair_table(trend, evidence),
     }
-    return _result(
-        evidence,
-        spec,
+    return spec.result(
+        evidence.model,
         verdict,
+        EFFECT_NAME,
         n=len(trend.pairs),
         effect=left.statistic,
         ci=left.confidence_interval,
@@ -323,31 +323,6 @@ def _pair_table(trend: Trend, evidence: Evidence) -> pd.DataFrame:
     )
     names = evidence.pairs[["pair", "subject", "attribute"]]
     return names.merge(table, on="pair").drop(columns="pair")
-
-
-def _result(
-    evidence: Evidence,
-    spec: ClaimSpec,
-    verdict: Verdict,
-    *,
-    n: int,
-    effect: float | None = None,
-    ci: tuple[float, float] | None = None,
-    pvalue: float | None = None,
-    notes: tuple[str, ...] = (),
-    tables: dict[str, pd.DataFrame] | None = None,
-) -> ClaimResult:
-    return spec.result(
-        evidence.model,
-        verdict,
-        EFFECT_NAME,
-        n=n,
-        effect=effect,
-        ci=ci,
-        pvalue=pvalue,
-        notes=notes,
-        tables=tables,
-    )
 
 
 def test_left_modes_decline(lm_evidence: Evidence, lm_verdict) -> None:
