@@ -75,6 +75,7 @@ SPEC = ClaimSpec(
     },
     # Every study model is expected to match the study's per-model statement.
     expectations=dict.fromkeys(STUDY_MODELS, Verdict.SUPPORTED),
+    plots={"final_layer_density": "density"},
     source_numbers={
         "pythia-160m": "final layer 'almost perfectly symmetrically bimodal' (no numbers given)",
         "gpt2, gpt2-medium, gpt2-large, pythia-410m, pythia-1b": (
@@ -165,6 +166,14 @@ def two_main_modes(
 
 def resolving_modes(x: np.ndarray, thresholds: dict[str, float]) -> Bimodality:
     """The claim's statistic on one sample: standardized, Silverman bandwidth, trimmed grid."""
+    summary, z = resolving_kde(x, thresholds)
+    return two_main_modes(summary, z, 1.0, thresholds)
+
+
+def resolving_kde(
+    x: np.ndarray, thresholds: dict[str, float]
+) -> tuple[modes.ModeSummary, np.ndarray]:
+    """The claim's KDE of one sample and the standardized values it was fitted to."""
     spread = robust_spread(x)
     z = (x - np.median(x)) / spread
     h = thresholds["silverman_factor"] * z.size ** (-1 / 5)
@@ -174,8 +183,38 @@ def resolving_modes(x: np.ndarray, thresholds: dict[str, float]) -> Bimodality:
     # The grid spans the bulk, not the extremes: a few massive-activation values far out
     # would otherwise stretch it so that the peak distance (31 of 1000 points) merges the
     # two main modes; values off the grid still add their kernels to it.
-    summary = modes.find_modes(z, bandwidth=h, grid=(float(lo - pad), float(hi + pad)))
-    return two_main_modes(summary, z, 1.0, thresholds)
+    return modes.find_modes(z, bandwidth=h, grid=(float(lo - pad), float(hi + pad))), z
+
+
+def density_curves(
+    evidence: Evidence, layer_pairs: pd.DataFrame, spec: ClaimSpec = SPEC, points: int = 250
+) -> pd.DataFrame:
+    """The claim's KDE of three of a layer's pairs, for the figure: the pair whose second
+    mode is the highest, the median one and the lowest. Columns curve, x (robust sd from
+    the median), density (scaled to its maximum) and mode (a detected mode's grid point)."""
+    ranked = layer_pairs.sort_values("height_ratio", ascending=False, kind="stable")
+    picks = ranked.iloc[sorted({0, len(ranked) // 2, len(ranked) - 1})]
+    parts = []
+    for row in picks.itertuples(index=False):
+        x = evidence.values(int(row.layer), int(row.pair))
+        summary, _ = resolving_kde(x, dict(spec.thresholds))
+        grid = np.linspace(summary.grid_lo, summary.grid_hi, summary.grid_points)
+        keep = np.unique(np.linspace(0, grid.size - 1, points).round().astype(int))
+        step = (summary.grid_hi - summary.grid_lo) / (summary.grid_points - 1)
+        at_mode = {round((m.position - summary.grid_lo) / step) for m in summary.modes}
+        keep = np.union1d(keep, sorted(at_mode))
+        peak = float(summary.density.max())
+        parts.append(
+            pd.DataFrame(
+                {
+                    "curve": f"{row.subject} / {row.attribute} (ratio {row.height_ratio:.2f})",
+                    "x": grid[keep],
+                    "density": summary.density[keep] / peak,
+                    "mode": np.isin(keep, sorted(at_mode)),
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True)
 
 
 def sample_table(evidence: Evidence, spec: ClaimSpec = SPEC) -> pd.DataFrame:
@@ -324,6 +363,7 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
     tables = {
         "per_layer": layers,
         "final_layer_pairs": last[columns].reset_index(drop=True),
+        "final_layer_density": density_curves(evidence, last, spec),
     }
     return spec.result(
         evidence.model,

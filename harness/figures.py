@@ -97,6 +97,29 @@ def heatmap_grid(frame: pd.DataFrame, title: str, path: Path) -> bool:
     return _save(fig, path, tight=False)
 
 
+def density(frame: pd.DataFrame, title: str, path: Path) -> bool:
+    """KDE curves with their detected modes marked.
+
+    Expects columns curve, x, density and a boolean mode (True at a detected mode)."""
+    if not {"curve", "x", "density", "mode"} <= set(frame.columns) or frame.empty:
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
+    for name, curve in frame.groupby("curve", sort=False):
+        (line,) = ax.plot(curve["x"], curve["density"], linewidth=1.2, label=str(name))
+        peaks = curve[curve["mode"].astype(bool)]
+        ax.plot(peaks["x"], peaks["density"], "o", color=line.get_color(), markersize=4)
+    # Secondary modes sit down to 1e-4 of the peak: only a log scale shows them.
+    ax.set_yscale("log")
+    ax.set_ylim(1e-6, 2.0)
+    ax.set_xlabel("value (robust sd from the median)")
+    ax.set_ylabel("density / max (log)")
+    ax.set_title(title + " (dots: detected modes)", fontsize=10)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
 def _save(fig: Any, path: Path, tight: bool = True) -> bool:
     if tight:
         fig.tight_layout()
@@ -109,4 +132,5 @@ def _save(fig: Any, path: Path, tight: bool = True) -> bool:
 KINDS: dict[str, Callable[[pd.DataFrame, str, Path], bool]] = {
     "lines": lines,
     "heatmap": heatmap_grid,
+    "density": density,
 }
