@@ -25,6 +25,21 @@ class BaselineEntry:
     verdict: Verdict
     effect: float | None
     ci: tuple[float, float] | None
+    # How far the effect may leave the recorded interval, in the effect's units.
+    tolerance: float = 0.0
+
+
+# A rerun under the same settings and seed reproduces the effect to float noise; a method
+# change that moves it by more than a tenth of the interval's width is worth a look.
+TOLERANCE_OF_WIDTH = 0.1
+
+
+def default_tolerance(effect: float | None, ci: tuple[float, float] | None) -> float:
+    """A tenth of the interval's width, at least float noise around the effect."""
+    if ci is None or effect is None or not math.isfinite(effect):
+        return 0.0
+    width = abs(ci[1] - ci[0]) if all(map(math.isfinite, ci)) else 0.0
+    return max(TOLERANCE_OF_WIDTH * width, 1e-9 * max(1.0, abs(effect)))
 
 
 @dataclass(frozen=True)
@@ -49,6 +64,7 @@ def load(directory: Path, model: str) -> dict[str, BaselineEntry]:
             Verdict(entry["verdict"]),
             entry.get("effect"),
             tuple(entry["ci"]) if entry.get("ci") is not None else None,
+            float(entry.get("tolerance", 0.0)),
         )
         for claim_id, entry in data["claims"].items()
     }
@@ -85,7 +101,14 @@ def save(directory: Path, model: str, results: list[ClaimResult], settings: dict
     entries = {k: asdict(v) for k, v in existing.items()}
     for r in results:
         entries[r.claim_id] = asdict(
-            BaselineEntry(r.claim_id, r.claim_version, r.verdict, r.effect, r.ci)
+            BaselineEntry(
+                r.claim_id,
+                r.claim_version,
+                r.verdict,
+                r.effect,
+                r.ci,
+                default_tolerance(r.effect, r.ci),
+            )
         )
     for entry in entries.values():
         entry["verdict"] = str(entry["verdict"])
@@ -121,11 +144,11 @@ def compare(entry: BaselineEntry, result: ClaimResult) -> Comparison:
         lo, hi = entry.ci
         if entry.effect is not None:
             lo, hi = min(lo, entry.effect), max(hi, entry.effect)
-        if not lo <= result.effect <= hi:
+        if not lo - entry.tolerance <= result.effect <= hi + entry.tolerance:
             return Comparison(
                 False,
                 f"effect for {result.claim_id} on {result.model} left its recorded interval: "
-                f"{result.effect:.4g} not in [{lo:.4g}, {hi:.4g}] (verdict {result.verdict} "
-                "unchanged)",
+                f"{result.effect:.4g} not in [{lo:.4g}, {hi:.4g}] ± tolerance "
+                f"{entry.tolerance:.3g} (verdict {result.verdict} unchanged)",
             )
     return Comparison(True, f"matches baseline: {entry.verdict}")

@@ -57,6 +57,9 @@ class LmSession:
     specs: dict[str, ClaimSpec] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
     report_path: Path | None = None
+    # Results of claims a compare run found no baseline entry for: written at session end.
+    unrecorded: list[ClaimResult] = field(default_factory=list)
+    baselines_written: list[Path] = field(default_factory=list)
 
 
 session_key = pytest.StashKey[LmSession]()
@@ -203,9 +206,15 @@ def lm_verdict(request: pytest.FixtureRequest) -> Callable[[ClaimSpec, ClaimResu
             comparison = baseline.compare(entry, result)
             if not comparison.matches:
                 pytest.fail(comparison.message, pytrace=False)
-        elif mode != "update" and result.verdict == Verdict.REFUTED:
-            # No baseline: the run answers "does the claim hold?".
-            pytest.fail(_evidence_message(result), pytrace=False)
+        else:
+            if mode == "compare" and not baseline.settings_mismatch(
+                baseline.load_settings(directory, result.model), _baseline_settings(state)
+            ):
+                # Written at session end and reported, never passed over in silence.
+                state.unrecorded.append(result)
+            if mode != "update" and result.verdict == Verdict.REFUTED:
+                # No baseline: the run answers "does the claim hold?".
+                pytest.fail(_evidence_message(result), pytrace=False)
         _outcome(result)
 
     return check
@@ -234,10 +243,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     from harness import report
 
-    if state.config.baseline == "update":
-        for model in dict.fromkeys(r.model for r in state.results):
-            results = [r for r in state.results if r.model == model]
+    to_save = state.results if state.config.baseline == "update" else state.unrecorded
+    for model in dict.fromkeys(r.model for r in to_save):
+        results = [r for r in to_save if r.model == model]
+        state.baselines_written.append(
             baseline.save(state.config.baseline_dir, model, results, _baseline_settings(state))
+        )
     state.report_path = report.write(state)
 
 
@@ -249,6 +260,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for r in state.results:
         counts[str(r.verdict)] = counts.get(str(r.verdict), 0) + 1
     tally = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
+    if state.unrecorded:
+        claims = ", ".join(sorted({f"{r.claim_id} on {r.model}" for r in state.unrecorded}))
+        terminalreporter.write_line(
+            f"lmclaims: no baseline entry for {claims}: recorded their verdicts in "
+            f"{', '.join(map(str, state.baselines_written))}; review and commit them to "
+            "compare later runs against them"
+        )
     terminalreporter.write_line(
         f"lmclaims: {len(state.specs)} claim(s) x {len(state.evidence)} model(s): {tally} "
         f"-> {state.report_path}"

@@ -1,3 +1,7 @@
+import json
+
+import pytest
+
 from harness import baseline
 from harness.claim import ClaimResult, Verdict
 
@@ -50,3 +54,23 @@ def test_settings_mismatch_names_the_settings(tmp_path):
     other = ClaimResult("d", 1, "m", Verdict.REFUTED, "x", None, None, None, 3)
     baseline.save(tmp_path, "m", [other], {**SETTINGS, "tokens": "last"})
     assert set(baseline.load(tmp_path, "m")) == {"d"}
+
+
+def test_stored_tolerance_widens_the_interval(tmp_path):
+    baseline.save(tmp_path, "m", [_result(effect=0.7, ci=(0.6, 0.8))], SETTINGS)
+    entry = baseline.load(tmp_path, "m")["c"]
+    assert entry.tolerance == pytest.approx(0.02)  # a tenth of the width
+    assert baseline.compare(entry, _result(effect=0.815)).matches
+    assert not baseline.compare(entry, _result(effect=0.83)).matches
+    assert not baseline.compare(entry, _result(effect=0.57)).matches
+
+
+def test_entries_without_tolerance_load_as_exact(tmp_path):
+    baseline.save(tmp_path, "m", [_result()], SETTINGS)
+    path = tmp_path / "m.json"
+    data = json.loads(path.read_text())
+    del data["claims"]["c"]["tolerance"]
+    path.write_text(json.dumps(data))
+    entry = baseline.load(tmp_path, "m")["c"]
+    assert entry.tolerance == 0.0
+    assert not baseline.compare(entry, _result(effect=0.81)).matches

@@ -42,6 +42,21 @@ def test_run_writes_a_report(project):
     assert results["provenance"]["settings"]["extraction"]["tokens"] == "seed"
 
 
+def test_missing_baseline_is_written_and_reported(project):
+    result = project.runpytest("claims", "-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(
+        ["lmclaims: no baseline entry for logistic-dominance on tiny-gpt2: recorded*"]
+    )
+    stored = json.loads((project.path / "baselines" / "tiny-gpt2.json").read_text())
+    entry = stored["claims"]["logistic-dominance"]
+    assert entry["verdict"] == "REFUTED" and entry["tolerance"] >= 0
+    assert stored["settings"]["tokens"] == "seed"
+    # The next run compares against what was written: the refutation is now expected.
+    again = project.runpytest("claims", "-p", "no:cacheprovider")
+    again.assert_outcomes(xfailed=1)
+    assert "no baseline entry" not in again.stdout.str()
+
+
 def test_baseline_update_then_compare(project):
     project.runpytest("claims", "--lm-baseline=update", "-p", "no:cacheprovider")
     stored = json.loads((project.path / "baselines" / "tiny-gpt2.json").read_text())
