@@ -225,3 +225,13 @@ def library_versions() -> dict[str, str]:
         except PackageNotFoundError:
             out[package] = "not installed"
     return out
+
+
+def accelerators() -> list[str]:
+    """The accelerators torch can see on this machine (empty on a CPU-only one)."""
+    import torch
+
+    found = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        found.append("mps")
+    return found

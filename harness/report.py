@@ -61,11 +61,15 @@ MAX_MD_ROWS = 40
 def _table_md(frame: pd.DataFrame) -> str:
     if len(frame) > MAX_MD_ROWS:
         return f"*{len(frame)} rows: see results.json*"
-    return tabulate(frame, headers="keys", tablefmt="github", showindex=False, floatfmt=".3g")
+    # NaN cells read as "–" (tabulate writes "nan" for them, "–" only for None).
+    shown = frame.astype(object).where(frame.notna(), None)
+    return tabulate(
+        shown, headers="keys", tablefmt="github", showindex=False, floatfmt=".3g", missingval="–"
+    )
 
 
 def provenance(state: LmSession) -> dict[str, Any]:
-    from harness.extraction import library_versions
+    from harness.extraction import accelerators, library_versions
 
     commit = None
     with contextlib.suppress(OSError, subprocess.SubprocessError):
@@ -100,10 +104,20 @@ def provenance(state: LmSession) -> dict[str, Any]:
         "machine": {
             "platform": platform.platform(),
             "processor": platform.machine(),
+            "cpu_model": _cpu_model(),
             "cpus": os.cpu_count(),
+            "accelerators": accelerators(),
             "python": platform.python_version(),
         },
     }
+
+
+def _cpu_model() -> str | None:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or None
 
 
 def write(state: LmSession) -> Path:
@@ -135,6 +149,9 @@ def write(state: LmSession) -> Path:
         if spec.source_numbers:
             lines += ["**The source's numbers.**", ""]
             lines += [f"- {k}: {v}" for k, v in spec.source_numbers.items()] + [""]
+        if spec.caveats:
+            lines += ["**Caveats.**", ""]
+            lines += [f"- {caveat}" for caveat in spec.caveats] + [""]
         for result in (r for r in state.results if r.claim_id == claim_id):
             lines += [f"### {result.model}: {result.verdict}", "", result.summary(), ""]
             lines += [f"- {note}" for note in result.notes] + [""]
@@ -160,7 +177,9 @@ def write(state: LmSession) -> Path:
         "provenance": prov,
         "results": [_result_json(r) for r in state.results],
     }
-    (out / "results.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    # Strict JSON: a value that was not computed or is not finite is null (notes say why).
+    text = json.dumps(_finite(payload), indent=2, default=str, allow_nan=False)
+    (out / "results.json").write_text(text + "\n")
     _point_latest(out)
     return out / "report.md"
 
@@ -175,6 +194,17 @@ def _point_latest(out: Path) -> None:
         tmp.unlink(missing_ok=True)
         tmp.symlink_to(out.name)
         tmp.replace(link)
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities become None, recursively, so results.json is strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _result_json(result: ClaimResult) -> dict[str, Any]:
