@@ -23,6 +23,22 @@ STUDY_MODELS = ("gpt2", "gpt2-medium", "gpt2-large", "pythia-160m", "pythia-410m
 SPEC = ClaimSpec(
     id="final-layer-bimodality",
     version=1,
+    caveats=(
+        (
+            "Bandwidth: Silverman's rule on robustly scaled samples, not the study's 4.5 x Scott "
+            "(which merges two modes at these sample sizes); the study's KDE is reported as a "
+            "sensitivity."
+        ),
+        (
+            "No per-sample significance test: a sample's values are not independent, so "
+            "bimodality is judged by effect size (height ratio, valley depth, minor mass) and "
+            "decided over pairs."
+        ),
+        (
+            "Pythia-160m, the one model the study names bimodal, is not available offline here; "
+            "its expectation is tested only where its weights are provided."
+        ),
+    ),
     title="Only Pythia-160m's final layer is bimodal",
     source="Beyond Gaussian: Language Model Representations and Distributions (seed write-up)",
     quote=(

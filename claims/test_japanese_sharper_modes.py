@@ -22,6 +22,18 @@ JAPANESE = ("in japanese", "japanese")
 SPEC = ClaimSpec(
     id="japanese-sharper-modes",
     version=1,
+    caveats=(
+        (
+            "Token selection: the study's seed mode cuts the last word at the last space, so "
+            "Japanese sentences (no spaces) keep their last token while others lose it; the "
+            "effect is shown under --lm-tokens last too."
+        ),
+        (
+            "Japanese sentences tokenize to more tokens; the statistic against token count is "
+            "reported beside, and a token-count effect cannot be separated from a language effect"
+            " with this dataset."
+        ),
+    ),
     title="Japanese sentences have clearer, more distinct secondary modes",
     source="Beyond Gaussian: Language Model Representations and Distributions (seed write-up)",
     quote=(

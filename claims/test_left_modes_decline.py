@@ -13,6 +13,16 @@ from harness.stats.inference import MeanBootstrap, bootstrap_mean, cluster_slope
 SPEC = ClaimSpec(
     id="left-modes-decline",
     version=1,
+    caveats=(
+        (
+            "Mode counts depend on the bandwidth relative to the bulk, which changes with depth; "
+            "the bulk-tied bandwidth sensitivity must agree for the verdict to be SUPPORTED."
+        ),
+        (
+            "Counts of 1e-4-prominence modes are counts of tail bumps formed by a few "
+            "coordinates; they say nothing about which coordinates."
+        ),
+    ),
     title="Left-side secondary modes decline with depth; right-side ones stay",
     source="Beyond Gaussian: Language Model Representations and Distributions (seed write-up)",
     quote=(

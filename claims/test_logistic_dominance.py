@@ -13,6 +13,22 @@ from harness.stats.inference import cluster_bootstrap_share
 SPEC = ClaimSpec(
     id="logistic-dominance",
     version=1,
+    caveats=(
+        (
+            "The values of one sample are not independent (the same coordinates recur in each of "
+            "the pair's sentences); fits rank families on a 4,000-value subsample by AIC, and the"
+            " study's histogram SSE ranking is shown beside."
+        ),
+        (
+            "Heavy tails from a few massive-activation dimensions favour t and Johnson SU over "
+            "every logistic-family member; the claim is about the whole pooled sample, as in the "
+            "study."
+        ),
+        (
+            "The study's GPT-2 and Pythia weights cannot be fetched offline here: its own models "
+            "are not re-measured in the committed reports."
+        ),
+    ),
     title="Residual activations are logistic-dominated, not Gaussian",
     source="Beyond Gaussian: Language Model Representations and Distributions (seed write-up)",
     quote=(
