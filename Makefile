@@ -10,7 +10,7 @@ OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 # other (a 576x576 eigendecomposition went from 29 ms to 4.5 s under load).
 ENV := $(OFFLINE) OPENBLAS_NUM_THREADS=1
 
-.PHONY: setup report test lint
+.PHONY: setup report reports test lint
 setup: $(VENV)/.installed
 
 # torch is installed first and pinned: the CPU wheel lies on disk, while a bare `torch`
@@ -25,6 +25,11 @@ $(VENV)/.installed: pyproject.toml
 
 report: setup
 	$(ENV) $(PY) -m pytest claims/ --lm-models smollm2-135m
+
+# Both embedded models' committed reports (gemma3-270m cold: ~7 min on 2 cores).
+reports: setup
+	$(ENV) $(PY) -m pytest claims/ --lm-models smollm2-135m
+	$(ENV) $(PY) -m pytest claims/ --lm-models gemma3-270m
 
 test: setup
 	$(ENV) $(PY) -m pytest
