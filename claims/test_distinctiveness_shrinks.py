@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from harness.claim import ClaimResult, ClaimSpec, Verdict
+from harness.claim import ClaimResult, ClaimSpec, Verdict, claim_test
 from harness.evidence import Evidence
 from harness.stats import similarity
 
@@ -235,5 +235,4 @@ def _cells(
     )
 
 
-def test_distinctiveness_shrinks(lm_evidence: Evidence, lm_verdict) -> None:
-    lm_verdict(SPEC, evaluate(lm_evidence))
+test_distinctiveness_shrinks = claim_test(SPEC, evaluate)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from harness.claim import ClaimResult, ClaimSpec, Verdict
+from harness.claim import ClaimResult, ClaimSpec, Verdict, claim_test
 from harness.evidence import Evidence
 from harness.stats import modes
 from harness.stats.inference import cluster_bootstrap_share
@@ -218,7 +218,8 @@ def density_curves(
         keep = np.unique(np.linspace(0, grid.size - 1, points).round().astype(int))
         step = (summary.grid_hi - summary.grid_lo) / (summary.grid_points - 1)
         at_mode = {round((m.position - summary.grid_lo) / step) for m in summary.modes}
-        keep = np.union1d(keep, sorted(at_mode))
+        # int dtype even when no mode was found (an empty list would make it float).
+        keep = np.union1d(keep, np.asarray(sorted(at_mode), dtype=int))
         peak = float(summary.density.max())
         parts.append(
             pd.DataFrame(
@@ -239,10 +240,17 @@ def sample_table(evidence: Evidence, spec: ClaimSpec = SPEC) -> pd.DataFrame:
     rows = []
     for layer in range(evidence.n_layers):
         values = [evidence.values(layer, int(p)) for p in evidence.pairs["pair"]]
+        # A constant sample (a dead or flat layer) has no density to find modes in: it is
+        # left out, and evaluate says how many were.
+        varied = [bool(np.ptp(x) > 0) for x in values]
+        pairs = evidence.pairs[["pair", "subject", "attribute"]][varied]
+        values = [x for x, keep in zip(values, varied, strict=True) if keep]
+        if not values:
+            continue
         # The study's own KDE (4.5 x Scott on the sample's sd, its own min..max grid).
         study = modes.summarize_each(values)
         for (pair, subject, attribute), x, s in zip(
-            evidence.pairs[["pair", "subject", "attribute"]].itertuples(index=False),
+            pairs.itertuples(index=False),
             values,
             study,
             strict=True,
@@ -331,8 +339,26 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
         )
 
     samples = sample_table(evidence, spec)
-    layers = per_layer(samples, spec)
     final = evidence.n_layers - 1
+    constant = n_pairs * evidence.n_layers - len(samples)
+    constant_note = (
+        f"{constant} constant (layer, pair) samples left out: a KDE needs values that differ"
+    )
+    n_final = int((samples["layer"] == final).sum()) if len(samples) else 0
+    if n_final < t["min_pairs"]:
+        return spec.result(
+            evidence.model,
+            Verdict.INCONCLUSIVE,
+            EFFECT_NAME,
+            n=n_final,
+            notes=(
+                f"only {n_final} final-layer pairs have values that differ; at least "
+                f"{int(t['min_pairs'])} are needed",
+                constant_note,
+                expect_note,
+            ),
+        )
+    layers = per_layer(samples, spec)
     last = samples[samples["layer"] == final]
     k, n = int(last["bimodal"].sum()), len(last)
     share = k / n
@@ -356,6 +382,7 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
         _final_note(last, k, n, (lo, hi), boot.confidence_interval, state),
         _other_layers_note(layers, final, t["share"]),
         _study_kde_note(last, state, t["share"], t["confidence"]),
+        *([constant_note] if constant else []),
     ]
     if verdict == Verdict.INCONCLUSIVE:
         notes.append(
@@ -454,5 +481,4 @@ def _study_kde_note(last: pd.DataFrame, state: str, share: float, confidence: fl
     )
 
 
-def test_final_layer_bimodality(lm_evidence: Evidence, lm_verdict) -> None:
-    lm_verdict(SPEC, evaluate(lm_evidence))
+test_final_layer_bimodality = claim_test(SPEC, evaluate)

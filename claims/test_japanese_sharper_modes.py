@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from harness.claim import ClaimResult, ClaimSpec, Verdict
+from harness.claim import ClaimResult, ClaimSpec, Verdict, claim_test
 from harness.evidence import Evidence
 from harness.extraction import seed_prefix
 from harness.stats import modes
@@ -180,6 +180,13 @@ def sample_scores(evidence: Evidence, spec: ClaimSpec = SPEC) -> pd.DataFrame:
     for layer in range(evidence.n_layers):
         for subject, group in evidence.pairs.groupby("subject", sort=False):
             values = [evidence.values(layer, int(p)) for p in group["pair"]]
+            # A constant sample (a dead or flat layer) has no density to find modes in: it
+            # is left out, and contrasts() drops a subject-layer left without both sides.
+            varied = [bool(np.ptp(x) > 0) for x in values]
+            group = group[varied]
+            values = [x for x, keep in zip(values, varied, strict=True) if keep]
+            if not values:
+                continue
             found = distinctness(values, floor, pad, units="standardized")
             in_data_units = distinctness(values, floor, pad, units="data")
             for pair, attribute, x, d, dd in zip(
@@ -550,5 +557,4 @@ def _confound_notes(evidence: Evidence, pairs: pd.DataFrame) -> tuple[str, ...]:
     return token_note, count_note
 
 
-def test_japanese_sharper_modes(lm_evidence: Evidence, lm_verdict) -> None:
-    lm_verdict(SPEC, evaluate(lm_evidence))
+test_japanese_sharper_modes = claim_test(SPEC, evaluate)

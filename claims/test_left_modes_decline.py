@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from harness.claim import ClaimResult, ClaimSpec, Verdict
+from harness.claim import ClaimResult, ClaimSpec, Verdict, claim_test
 from harness.evidence import Evidence
 from harness.stats import modes
 from harness.stats.inference import MeanBootstrap, bootstrap_mean, cluster_slopes
@@ -13,6 +13,7 @@ from harness.stats.inference import MeanBootstrap, bootstrap_mean, cluster_slope
 SPEC = ClaimSpec(
     id="left-modes-decline",
     version=1,
+    needs=("activations", "modes"),
     caveats=(
         (
             "Mode counts depend on the bandwidth relative to the bulk, which changes with depth; "
@@ -98,12 +99,19 @@ def bulk_counts(evidence: Evidence) -> pd.DataFrame:
     rows = []
     for layer in range(evidence.n_layers):
         values = [evidence.values(layer, int(p)) for p in evidence.pairs["pair"]]
+        # A constant sample has no density to find modes in: left out here as in the cached
+        # mode table (evidence.modes), so the merge in evaluate keeps the same samples.
+        varied = [bool(np.ptp(x) > 0) for x in values]
+        pairs = evidence.pairs["pair"][varied]
+        values = [x for x, keep in zip(values, varied, strict=True) if keep]
+        if not values:
+            continue
         spreads = [robust_spread(x) for x in values]
         widths = [
             modes.BW_FACTOR * x.size ** (-1 / 5) * s for x, s in zip(values, spreads, strict=True)
         ]
         found = modes.summarize_each(values, bandwidth=widths)
-        for pair, spread, summary in zip(evidence.pairs["pair"], spreads, found, strict=True):
+        for pair, spread, summary in zip(pairs, spreads, found, strict=True):
             rows.append(
                 {
                     "layer": layer,
@@ -335,5 +343,4 @@ def _pair_table(trend: Trend, evidence: Evidence) -> pd.DataFrame:
     return names.merge(table, on="pair").drop(columns="pair")
 
 
-def test_left_modes_decline(lm_evidence: Evidence, lm_verdict) -> None:
-    lm_verdict(SPEC, evaluate(lm_evidence))
+test_left_modes_decline = claim_test(SPEC, evaluate)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from harness.claim import ClaimResult, ClaimSpec, Verdict
+from harness.claim import ClaimResult, ClaimSpec, Verdict, claim_test
 from harness.evidence import Evidence
 from harness.stats.distributions import LOGISTIC_FAMILY
 from harness.stats.inference import cluster_bootstrap_share
@@ -75,21 +75,16 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
         "invalid": _invalid_table(fits),
     }
     if n_pairs < spec.thresholds["min_pairs"]:
-        return ClaimResult(
-            spec.id,
-            spec.version,
+        return spec.result(
             evidence.model,
             Verdict.INCONCLUSIVE,
             "logistic-family share",
-            None,
-            None,
-            None,
-            len(won),
-            (
+            n=len(won),
+            notes=(
                 f"only {n_pairs} subject/attribute pairs; at least "
                 f"{int(spec.thresholds['min_pairs'])} are needed for a pair bootstrap",
             ),
-            tables,
+            tables=tables,
         )
     hits = won["family"].isin(LOGISTIC_FAMILY).to_numpy()
     boot = cluster_bootstrap_share(
@@ -110,18 +105,16 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
         f"Gaussian wins {norm_share:.1%}; most frequent winners: "
         + ", ".join(f"{name} {share:.1%}" for name, share in top.head(4).items()),
     )
-    return ClaimResult(
-        spec.id,
-        spec.version,
+    return spec.result(
         evidence.model,
         verdict,
         "logistic-family share",
-        boot.statistic,
-        boot.confidence_interval,
-        boot.pvalue,
-        len(won),
-        notes,
-        tables,
+        n=len(won),
+        effect=boot.statistic,
+        ci=boot.confidence_interval,
+        pvalue=boot.pvalue,
+        notes=notes,
+        tables=tables,
     )
 
 
@@ -144,5 +137,4 @@ def _invalid_table(fits: pd.DataFrame) -> pd.DataFrame:
     return bad.groupby("family").size().rename("invalid_samples").reset_index()
 
 
-def test_logistic_dominance(lm_evidence: Evidence, lm_verdict) -> None:
-    lm_verdict(SPEC, evaluate(lm_evidence))
+test_logistic_dominance = claim_test(SPEC, evaluate)

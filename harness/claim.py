@@ -5,15 +5,20 @@ from __future__ import annotations
 import enum
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
+if TYPE_CHECKING:
+    from harness.evidence import Evidence
 
-# What a claim may declare in ``ClaimSpec.needs``: the evidence it reads (see
-# harness.evidence.Evidence); listed by ``pytest --lm-list-claims``.
-EVIDENCE_KINDS = ("activations", "fits", "modes", "similarity")
+
+# What a claim may declare in ``ClaimSpec.needs``: the Evidence tables it reads, listed by
+# ``pytest --lm-list-claims``. Only kinds Evidence really provides: a similarity table would
+# join here when Evidence computes one (distinctiveness builds its own from activations).
+EVIDENCE_KINDS = ("activations", "fits", "modes")
 _ID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 
 
@@ -55,7 +60,9 @@ class ClaimSpec:
                 f"claim id {self.id!r} must be lower-case words joined by '-' (e.g. 'my-claim')"
             )
         if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 1:
-            raise ClaimSpecError(f"claim {self.id}: version must be an int >= 1, not {self.version!r}")
+            raise ClaimSpecError(
+                f"claim {self.id}: version must be an int >= 1, not {self.version!r}"
+            )
         unknown = [n for n in self.needs if n not in EVIDENCE_KINDS]
         if isinstance(self.needs, str) or not self.needs or unknown:
             raise ClaimSpecError(
@@ -113,8 +120,42 @@ class ClaimResult:
             value = f"{self.effect:.3g}" if math.isfinite(self.effect) else "not computed"
             parts.append(f"{self.effect_name} = {value}")
         if self.ci is not None:
-            parts.append(f"95% CI [{self.ci[0]:.3g}, {self.ci[1]:.3g}]")
+            ends = ", ".join(_shown(end) for end in self.ci)
+            parts.append(f"95% CI [{ends}]")
         if self.pvalue is not None:
-            parts.append(f"p = {self.pvalue:.3g}")
+            parts.append(f"p = {_shown(self.pvalue)}")
         parts.append(f"n = {self.n}")
         return ", ".join(parts)
+
+
+def _shown(value: float) -> str:
+    # Never a bare "nan"/"inf" in a summary: a non-finite number was not computed.
+    return f"{value:.3g}" if math.isfinite(value) else "not computed"
+
+
+# A claim's evaluate function: (evidence for one model, its spec) -> its result.
+Evaluate = Callable[["Evidence", ClaimSpec], ClaimResult]
+
+
+def claim_test(spec: ClaimSpec, evaluate: Evaluate) -> Callable[..., None]:
+    """The pytest test of one claim; bind it to a ``test_*`` name in the claim module::
+
+        test_my_claim = claim_test(SPEC, evaluate)
+
+    The plugin parametrizes it over ``--lm-models``; ``lm_verdict`` records the result for
+    the report and baselines and turns the verdict into the outcome. The spec rides on the
+    function, so ``--lm-claims`` selects tests by claim id.
+    """
+    if not isinstance(spec, ClaimSpec):
+        raise ClaimSpecError(f"claim_test needs a ClaimSpec, got {type(spec).__name__}")
+    if not callable(evaluate):
+        raise ClaimSpecError(f"claim {spec.id}: evaluate must be callable")
+
+    def test(lm_evidence: Evidence, lm_verdict: Callable[[ClaimSpec, ClaimResult], None]) -> None:
+        lm_verdict(spec, evaluate(lm_evidence, spec))
+
+    test.__name__ = test.__qualname__ = "test_" + spec.id.replace("-", "_")
+    test.__doc__ = spec.title
+    test.lm_claim = spec  # type: ignore[attr-defined]
+    test.lm_evaluate = evaluate  # type: ignore[attr-defined]
+    return test
