@@ -1,0 +1,136 @@
+"""Claim: the residual stream's norm grows roughly geometrically (exponentially) with depth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from harness.claim import ClaimResult, ClaimSpec, Verdict, claim_test
+from harness.evidence import Evidence
+from harness.stats.geometry import norm_growth
+
+SPEC = ClaimSpec(
+    id="residual-norm-growth",
+    version=1,
+    title="Residual-stream norm grows geometrically with depth",
+    source=(
+        "Heimersheim & Turner (2023), 'Residual stream norms grow exponentially over the "
+        "forward pass', LessWrong / AI Alignment Forum"
+    ),
+    quote=(
+        "the norm of each residual stream grows exponentially over the forward pass, with "
+        "average per-layer growth rate of about 1.045 in GPT2-XL"
+    ),
+    statistic=(
+        "Per layer, the mean log L2 norm of the residual vectors (one per sentence at the "
+        "selected token; a geometric mean); a straight line through it against the layer "
+        "index gives the growth factor per layer, exp(slope), and its R^2 says how close to "
+        "geometric the growth is. Both get 95% percentile intervals from a bootstrap over "
+        "(subject, attribute) pairs (2,000 resamples; everything refitted). SUPPORTED when the "
+        "growth factor's lower bound exceeds 1 and R^2's lower bound reaches 0.9; REFUTED "
+        "when the factor's upper bound is below 1 (the norm shrinks) or R^2's upper bound is "
+        "below 0.9 (not geometric); INCONCLUSIVE otherwise."
+    ),
+    thresholds={"rate": 1.0, "r2_geometric": 0.9, "min_pairs": 4, "min_layers": 4},
+    source_numbers={
+        "gpt2-xl (48 layers)": "norm grows ~1.045x per layer (Heimersheim & Turner 2023)",
+        "EleutherAI models (same post)": "the norm decreases over some layers, to the authors' "
+        "surprise",
+    },
+    caveats=(
+        (
+            "The source measured norms at every token position of OpenWebText text; here one "
+            "vector per sentence at the run's token selection (the source excluded position 0, "
+            "whose norm behaves differently), so token-specific norms are not seen."
+        ),
+        (
+            "R^2 >= 0.9 for a straight line in log-norm is our operational reading of "
+            "'roughly exponential'; the source fitted by eye on a log plot. R^2 of a straight "
+            "line through the norm itself is shown beside for contrast, not decided on."
+        ),
+        (
+            "tl-compat processing centres the writing weights (each write has zero mean over "
+            "the d_model coordinates), which removes one direction from every vector and can "
+            "only lower norms slightly; raw processing keeps it."
+        ),
+    ),
+    plots={"norms": "none"},
+)
+
+
+def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
+    th = spec.thresholds
+    resid = evidence.activations.resid
+    n_layers = resid.shape[0]
+    n_pairs = len(evidence.pairs)
+    norms = np.stack(
+        [
+            np.linalg.norm(np.asarray(resid[layer], dtype=np.float64), axis=1)
+            for layer in range(n_layers)
+        ]
+    )
+    name = "growth factor per layer"
+    if n_pairs < th["min_pairs"] or n_layers < th["min_layers"]:
+        return spec.result(
+            evidence.model,
+            Verdict.INCONCLUSIVE,
+            name,
+            n=norms.shape[1],
+            notes=(
+                f"{n_pairs} pairs and {n_layers} layers; at least {int(th['min_pairs'])} pairs "
+                f"and {int(th['min_layers'])} layers are needed for a trend with a pair "
+                "bootstrap",
+            ),
+        )
+    fit = norm_growth(norms, evidence.sentence_pairs, seed=evidence.seed)
+    lo, hi = fit.confidence_interval
+    r2_lo, r2_hi = fit.r2_log_ci
+    if lo > th["rate"] and r2_lo >= th["r2_geometric"]:
+        verdict = Verdict.SUPPORTED
+    elif hi < th["rate"] or r2_hi < th["r2_geometric"]:
+        verdict = Verdict.REFUTED
+    else:
+        verdict = Verdict.INCONCLUSIVE
+    layers = np.arange(n_layers)
+    intercept = fit.layer_mean_log_norm.mean() - np.log(fit.rate) * layers.mean()
+    per_layer = pd.DataFrame(
+        {
+            "layer": layers,
+            "mean_log_norm": fit.layer_mean_log_norm,
+            "mean_log_norm_ci_low": fit.layer_ci[:, 0],
+            "mean_log_norm_ci_high": fit.layer_ci[:, 1],
+            "geometric_fit": intercept + np.log(fit.rate) * layers,
+        }
+    )
+    geo = np.exp(fit.layer_mean_log_norm)
+    table = pd.DataFrame(
+        {
+            "layer": layers,
+            "median_norm": np.median(norms, axis=1),
+            "geometric_mean_norm": geo,
+            "ratio_to_previous": np.concatenate([[np.nan], geo[1:] / geo[:-1]]),
+        }
+    )
+    notes = (
+        f"growth x{fit.rate:.4g} per layer over {n_layers} layers "
+        f"(x{fit.rate ** (n_layers - 1):.3g} from first to last); source: x1.045 for GPT-2 XL",
+        f"R^2 of the log-linear (geometric) fit {fit.r2_log:.3f} [{r2_lo:.3f}, {r2_hi:.3f}]; "
+        f"R^2 of a linear fit to the norm {fit.r2_linear:.3f}",
+        f"median norm {table['median_norm'].iloc[0]:.3g} at layer 0, "
+        f"{table['median_norm'].iloc[-1]:.3g} at layer {n_layers - 1}; "
+        f"{fit.n_clusters} pairs resampled {fit.n_resamples} times",
+    )
+    return spec.result(
+        evidence.model,
+        verdict,
+        name,
+        n=norms.shape[1],
+        effect=fit.rate,
+        ci=fit.confidence_interval,
+        pvalue=fit.p_no_growth,
+        notes=notes,
+        tables={"per_layer": per_layer, "norms": table},
+    )
+
+
+test_residual_norm_growth = claim_test(SPEC, evaluate)

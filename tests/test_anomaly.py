@@ -1,0 +1,172 @@
+"""harness.stats.anomaly and the heavy-tailed-mixture-beats-gmm claim on planted truths."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness import synthetic
+from harness.claim import Verdict
+from harness.stats import anomaly
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _claim():
+    path = ROOT / "claims" / "test_heavy_tailed_mixture_beats_gmm.py"
+    spec = importlib.util.spec_from_file_location("heavy_tailed_claim", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+LOCS = np.array([-6.0, 0.0, 5.0])
+SCALES = np.array([0.7, 1.0, 0.5])
+WEIGHTS = np.array([0.2, 0.6, 0.2])
+
+
+def _planted(family: str, n: int, columns: int = 2, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    comp = rng.choice(3, size=(n, columns), p=WEIGHTS)
+    draw = rng.logistic if family == "logistic" else rng.normal
+    return draw(LOCS[comp], SCALES[comp])
+
+
+@pytest.mark.parametrize("family", ["logistic", "gaussian"])
+def test_em_recovers_planted_mixture(family):
+    x = _planted(family, 6000)
+    fit = anomaly.fit_mixture(x, family, k=3, n_iter=500)
+    for column in range(2):
+        order = np.argsort(fit.locs[column])
+        np.testing.assert_allclose(fit.locs[column][order], LOCS, atol=0.15)
+        np.testing.assert_allclose(fit.scales[column][order], SCALES, rtol=0.1)
+        np.testing.assert_allclose(fit.weights[column][order], WEIGHTS, atol=0.03)
+    assert fit.n_parameters == 2 * 8
+
+
+@pytest.mark.parametrize("family", anomaly.FAMILIES)
+def test_em_never_lowers_the_training_likelihood(family):
+    x = _planted("logistic", 500, columns=3, seed=3)
+    # tol=-inf: exactly n_iter iterations, so each budget continues the one before it.
+    values = [
+        anomaly.fit_mixture(x, family, k=3, n_iter=n, tol=-np.inf).train_loglik
+        for n in range(1, 25)
+    ]
+    assert np.all(np.diff(values) >= -1e-9)
+
+
+def test_heldout_loglik_prefers_the_planted_family():
+    for truth, other in (("logistic", "gaussian"), ("gaussian", "logistic")):
+        train, test = _planted(truth, 4000, seed=1), _planted(truth, 4000, seed=2)
+        right = anomaly.fit_mixture(train, truth).logpdf(test).mean()
+        wrong = anomaly.fit_mixture(train, other).logpdf(test).mean()
+        assert right > wrong, (truth, right, wrong)
+
+
+def test_logistic_density_integrates_to_one():
+    fit = anomaly.fit_mixture(_planted("logistic", 2000, columns=1), "logistic")
+    grid = np.linspace(-40, 40, 80001)[:, None]
+    mass = np.exp(fit.logpdf(grid)).sum() * (grid[1, 0] - grid[0, 0])
+    assert mass == pytest.approx(1.0, abs=1e-4)
+
+
+def test_auroc_known_answers():
+    rng = np.random.default_rng(0)
+    assert anomaly.auroc(np.array([3.0, 4.0]), np.array([1.0, 2.0])) == 1.0
+    assert anomaly.auroc(np.array([1.0, 2.0]), np.array([3.0, 4.0])) == 0.0
+    assert anomaly.auroc(np.ones(5), np.ones(7)) == 0.5  # ties count one half
+    null = anomaly.auroc(rng.normal(size=3000), rng.normal(size=3000))
+    assert abs(null - 0.5) < 0.02
+    pos, neg = rng.normal(0.5, 1, 40).round(1), rng.normal(0, 1, 30).round(1)
+    brute = np.mean((pos[:, None] > neg[None]) + 0.5 * (pos[:, None] == neg[None]))
+    assert anomaly.auroc(pos, neg) == pytest.approx(brute)
+
+
+def test_weighted_auroc_equals_auroc_of_replicated_groups():
+    rng = np.random.default_rng(1)
+    pos, neg = rng.normal(0.3, 1, 60).round(1), rng.normal(0, 1, 50).round(1)
+    pg, ng = rng.integers(0, 4, 60), rng.integers(0, 5, 50)
+    u = anomaly.pair_u(pos, pg, neg, ng)
+    sp, sn = np.bincount(pg, minlength=4), np.bincount(ng, minlength=5)
+    assert anomaly.weighted_auroc(u, sp, sn, np.ones(4), np.ones(5))[0] == pytest.approx(
+        anomaly.auroc(pos, neg)
+    )
+    wp, wn = np.array([2, 0, 1, 3]), np.array([1, 1, 0, 2, 1])
+    replicated = anomaly.auroc(np.repeat(pos, wp[pg]), np.repeat(neg, wn[ng]))
+    assert anomaly.weighted_auroc(u, sp, sn, wp, wn)[0] == pytest.approx(replicated)
+    assert np.isnan(anomaly.weighted_auroc(u, sp, sn, np.zeros(4), wn)[0])
+
+
+def test_split_projection_whitens_and_drops_flat_directions():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(400, 6)) * np.array([5, 4, 3, 2, 1, 0.5])
+    x = np.c_[x, x.sum(axis=1) * 0]  # a direction nothing varies along
+    projection = anomaly.split_projection(x[:200], x[200:])
+    z = projection.transform(x[200:])
+    assert z.shape[1] == 6
+    np.testing.assert_allclose(z.std(axis=0, ddof=1), 1.0)
+
+
+def test_detector_covers_every_direction_with_equal_parameter_counts():
+    rng = np.random.default_rng(3)
+    x = rng.logistic(size=(300, 20)) * np.geomspace(3, 0.5, 20)
+    detectors = [anomaly.fit_detector(x, f, head=4) for f in anomaly.FAMILIES]
+    assert {d.n_parameters for d in detectors} == {4 * 8 + 16 * 2}
+    far = np.zeros((1, 20))
+    far[0, -1] = 50.0  # far out along the smallest direction only
+    for d in detectors:
+        assert d.score(far)[0] > np.max(d.score(x))
+
+
+def test_bad_input_is_refused():
+    with pytest.raises(ValueError, match="unknown family"):
+        anomaly.fit_mixture(np.ones((10, 1)), "cauchy")
+    with pytest.raises(ValueError, match="NaN"):
+        anomaly.fit_mixture(np.array([[1.0], [np.nan], [2.0]] * 4), "gaussian")
+    with pytest.raises(ValueError, match="constant"):
+        anomaly.fit_mixture(np.ones((20, 2)), "gaussian")
+    with pytest.raises(ValueError, match="at least one positive"):
+        anomaly.auroc(np.array([]), np.array([1.0]))
+
+
+# --------------------------------------------------------------- the claim, calibrated
+
+ATTRIBUTES = ("in english", "in a kind tone", "in all lower case", "in japanese", "in spanish")
+
+
+def _evaluate(tmp_path, anomalous, sampler, seed=0):
+    data = synthetic.language_dataset(ATTRIBUTES, n_subjects=6, per_pair=40)
+    acts = synthetic.anomaly_activations(data, anomalous, sampler=sampler, d_model=64, seed=seed)
+    return _claim().evaluate(synthetic.evidence(data, acts, tmp_path))
+
+
+def test_claim_supported_on_planted_heavy_tails(tmp_path):
+    # t3 coordinates, anomalies spread 1.4x: the logistic detector's score is the more
+    # efficient one, and the logistic density fits the held-out sentences better.
+    result = _evaluate(tmp_path, {"japanese": (0.0, 1.4), "spanish": (0.0, 1.4)}, "t3")
+    assert result.verdict is Verdict.SUPPORTED, result.notes
+    assert result.ci[0] > 0
+    assert set(result.tables["per_layer_delta"]["layer"]) == {0, 1}
+
+
+def test_claim_not_supported_on_planted_gaussians(tmp_path):
+    result = _evaluate(tmp_path, {"japanese": (0.0, 1.4), "spanish": (0.0, 1.4)}, "normal")
+    assert result.verdict is Verdict.REFUTED, result.notes
+    assert "logistic - Gaussian: -" in result.notes[1]  # Gaussian fits held-out text better
+
+
+def test_claim_refuted_as_equivalent_on_a_null(tmp_path):
+    # Anomalies drawn exactly as normal text: both detectors sit at AUROC 0.5.
+    result = _evaluate(tmp_path, {"japanese": (0.0, 1.0), "spanish": (0.0, 1.0)}, "logistic")
+    assert result.verdict is Verdict.REFUTED, result.notes
+    assert abs(result.effect) < 0.01
+    per_type = result.tables["per_type"]
+    assert np.all(np.abs(per_type["auroc_gaussian"] - 0.5) < 0.05)
+
+
+def test_claim_not_applicable_without_anomalies(tmp_path):
+    data = synthetic.language_dataset(("in english", "in a kind tone"), n_subjects=1)
+    acts = synthetic.anomaly_activations(data, {}, d_model=8)
+    result = _claim().evaluate(synthetic.evidence(data, acts, tmp_path))
+    assert result.verdict is Verdict.NOT_APPLICABLE
