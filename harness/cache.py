@@ -15,13 +15,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from harness import activations as activation_format
 from harness.extraction import ActivationSet
 
-FORMAT_VERSION = 1
-MANIFEST = "meta.json"
+# One format for cache entries and exported sets (harness/activations.py).
+FORMAT_VERSION = activation_format.FORMAT_VERSION
+MANIFEST = activation_format.MANIFEST
 
 
 class CacheCorruptError(RuntimeError):
@@ -31,14 +32,6 @@ class CacheCorruptError(RuntimeError):
 def key_for(fields: dict[str, Any]) -> str:
     payload = json.dumps(fields, sort_keys=True, ensure_ascii=False, default=str).encode()
     return hashlib.sha256(payload).hexdigest()[:32]
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _alive(pid: int) -> bool:
@@ -52,8 +45,12 @@ def _alive(pid: int) -> bool:
 
 
 class Cache:
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
+    def __init__(self, root: Path | str, staging: Path | None = None) -> None:
+        from harness import remote_cache
+
+        # A URL cache (memory://, s3://, ...) is used through a local staging folder:
+        # entries are fetched whole on read and uploaded whole on write.
+        self.remote, self.root = remote_cache.open_root(root, staging)
 
     def sweep_stale(self) -> int:
         """Remove temporary entries left by processes that were killed mid-write."""
@@ -73,12 +70,7 @@ class Cache:
         tmp = final.with_name(f".{key}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         tmp.mkdir(parents=True)
         try:
-            manifest = write(tmp)
-            manifest["format_version"] = FORMAT_VERSION
-            manifest["checksums"] = {
-                p.name: _sha256_file(p) for p in sorted(tmp.iterdir()) if p.name != MANIFEST
-            }
-            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+            activation_format.write_manifest(tmp, write(tmp))
             try:
                 tmp.rename(final)
             except OSError:
@@ -87,17 +79,21 @@ class Cache:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        if self.remote is not None:
+            self.remote.push(kind, key, final)
         return final
 
     def _open(self, kind: str, key: str) -> tuple[Path, dict[str, Any]] | None:
         folder = self.entry(kind, key)
         manifest_path = folder / MANIFEST
-        if not manifest_path.is_file():
+        if not manifest_path.is_file() and not (
+            self.remote is not None and self.remote.fetch(kind, key, folder)
+        ):
             return None
         try:
             manifest = json.loads(manifest_path.read_text())
             for name, expected in manifest["checksums"].items():
-                if _sha256_file(folder / name) != expected:
+                if activation_format.sha256_file(folder / name) != expected:
                     raise CacheCorruptError(f"checksum mismatch in {folder / name}")
         except (OSError, ValueError, KeyError, CacheCorruptError) as exc:
             # A damaged entry is discarded and recomputed, never trusted.
@@ -105,19 +101,15 @@ class Cache:
 
             warnings.warn(f"discarding corrupt cache entry {folder}: {exc}", stacklevel=3)
             shutil.rmtree(folder, ignore_errors=True)
+            if self.remote is not None:
+                self.remote.discard(kind, key)
             return None
         return folder, manifest
 
     # Activation sets: the documented activation-set layout (sentences, array, meta).
     def put_activations(self, key: str, acts: ActivationSet, sentences: pd.DataFrame) -> Path:
         def write(folder: Path) -> dict[str, Any]:
-            np.save(folder / "resid_post.npy", acts.resid)
-            np.save(folder / "n_tokens.npy", acts.n_tokens)
-            table = sentences.assign(n_tokens=acts.n_tokens)
-            table.to_json(
-                folder / "sentences.jsonl", orient="records", lines=True, force_ascii=False
-            )
-            return dict(acts.meta)
+            return activation_format.write_files(folder, acts, sentences)
 
         return self._publish("activations", key, write)
 
@@ -125,11 +117,17 @@ class Cache:
         opened = self._open("activations", key)
         if opened is None:
             return None
-        folder, manifest = opened
-        resid = np.load(folder / "resid_post.npy", mmap_mode="r")
-        n_tokens = np.load(folder / "n_tokens.npy")
-        meta = {k: v for k, v in manifest.items() if k not in ("checksums", "format_version")}
-        return ActivationSet(resid, n_tokens, meta)
+        # _open has checked the checksums; entries were checked for NaN/inf when extracted.
+        try:
+            stored = activation_format.read(opened[0], verify=False, check_values=False)
+        except activation_format.ActivationSetError as exc:
+            import warnings
+
+            # Its checksums matched, so the files are as written: kept (activations are
+            # expensive) for a reader that can use them, and recomputed for this run.
+            warnings.warn(f"ignoring unreadable cache entry {opened[0]}: {exc}", stacklevel=2)
+            return None
+        return stored.activations
 
     # Derived tables (fits, modes, ...): one CSV per entry.
     def put_table(self, kind: str, key: str, table: pd.DataFrame, meta: dict[str, Any]) -> Path:
