@@ -10,6 +10,7 @@ TOKEN_MODES = ("seed", "last", "mean")
 PROCESSING_MODES = ("tl-compat", "raw")
 CRITERIA = ("aic", "bic", "sse")
 BASELINE_MODES = ("compare", "update", "off")
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 class ConfigError(ValueError):
@@ -24,17 +25,31 @@ class ExtractionSettings:
     processing: str = "tl-compat"
     batch_size: int = 32
     device: str = "cpu"
+    dtype: str = "float32"  # the weights' dtype; activations are always stored float32
+    # torch threads for the forward passes; None: every core (its share under xdist).
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         _check_choice("tokens", self.tokens, TOKEN_MODES)
         _check_choice("processing", self.processing, PROCESSING_MODES)
+        _check_choice("dtype", self.dtype, DTYPES)
         if self.batch_size < 1:
             raise ConfigError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {self.threads}")
+        if self.device.split(":")[0] not in ("cpu", "cuda", "mps"):
+            raise ConfigError(f"unknown device {self.device!r}; use cpu, cuda, cuda:N or mps")
 
     def key_fields(self) -> dict[str, Any]:
         # Batch size and device do not change the numbers beyond float noise, so they
         # stay out of the cache key: a CPU-extracted entry serves a later GPU run.
-        return {"tokens": self.tokens, "processing": self.processing}
+        fields = {"tokens": self.tokens, "processing": self.processing}
+        if self.dtype != "float32":
+            # Half-precision weights change activations well beyond float noise. Added only
+            # when not float32 so that existing float32 cache keys and baseline settings
+            # (which hold this dict) stay byte-identical.
+            fields["dtype"] = self.dtype
+        return fields
 
 
 @dataclass(frozen=True)
@@ -61,6 +76,8 @@ class RunConfig:
     baseline: str = "compare"
     seed: int = 0
     sentences_per_pair: int | None = None
+    # Activation-set folders (docs/activation-format.md) evaluated beside ``models``.
+    activation_sets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check_choice("baseline", self.baseline, BASELINE_MODES)
@@ -85,6 +102,7 @@ class RunConfig:
         for key in ("dataset", "report_dir", "cache_dir", "baseline_dir"):
             out[key] = None if out[key] is None else str(out[key])
         out["models"] = list(self.models)
+        out["activation_sets"] = list(self.activation_sets)
         out["fit"]["families"] = list(self.fit.families)
         return out
 

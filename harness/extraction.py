@@ -9,17 +9,25 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from harness.config import ExtractionSettings
-from harness.models import LoadedModel
+from harness.models import LoadedModel, is_out_of_memory
 from harness.progress import ProgressFactory, tqdm_bar
 
 HOOK_TEMPLATE = "blocks.{layer}.hook_resid_post"
+
+# (n_layers, n_sentences, d_model) -> the float32 array extraction fills; a cache can hand
+# out a memory-mapped file here so that RAM does not grow with the number of sentences.
+Allocate = Callable[[tuple[int, int, int]], np.ndarray]
+
+
+def _in_memory(shape: tuple[int, int, int]) -> np.ndarray:
+    return np.empty(shape, dtype=np.float32)
 
 
 class _Done(Exception):
@@ -90,15 +98,22 @@ def boot(loaded: LoadedModel, settings: ExtractionSettings) -> Any:
     from transformer_lens.model_bridge import TransformerBridge
 
     name = loaded.spec.hf_id or loaded.spec.name
+    check_device(settings.device)
     try:
         bridge = TransformerBridge.boot_transformers(
             name, hf_model=loaded.hf_model, tokenizer=loaded.tokenizer, device=settings.device
         )
     except Exception as exc:  # the bridge raises many kinds for unsupported architectures
+        if is_out_of_memory(exc):  # moving the weights to the device: not the architecture
+            raise ExtractionError(out_of_memory_advice(loaded.spec.name, "boot", settings)) from exc
         arch = getattr(loaded.hf_model.config, "architectures", None)
+        why = str(exc)
+        # The bridge's message for an unknown architecture lists every supported one
+        # (hundreds of names): the head says what went wrong, the rest is in the cause.
+        why = why if len(why) <= 300 else why[:300] + " ..."
         raise ExtractionError(
             f"TransformerLens cannot boot {loaded.spec.name!r} (architecture {arch}): "
-            f"{type(exc).__name__}: {exc}"
+            f"{type(exc).__name__}: {why}"
         ) from exc
     if settings.processing == "tl-compat":
         bridge.enable_compatibility_mode(disable_warnings=True)
@@ -120,6 +135,7 @@ def extract(
     settings: ExtractionSettings,
     progress: ProgressFactory = tqdm_bar,
     bridge: Any = None,
+    allocate: Allocate = _in_memory,
 ) -> ActivationSet:
     import torch
 
@@ -129,7 +145,9 @@ def extract(
     n_layers = int(bridge.cfg.n_layers)
     d_model = int(bridge.cfg.d_model)
     plans = [plan_tokens(loaded.tokenizer, text, settings.tokens) for text in texts]
-    out = np.empty((n_layers, len(plans), d_model), dtype=np.float32)
+    out = allocate((n_layers, len(plans), d_model))
+    # Non-finite values counted per layer as batches arrive: no second pass over `out`.
+    bad = np.zeros(n_layers, dtype=np.int64)
     # Sorting by length keeps padding small; results go back to dataset order by index.
     order = sorted(range(len(plans)), key=lambda i: len(plans[i].ids))
     names = _hook_names(bridge, n_layers)
@@ -137,11 +155,30 @@ def extract(
         order[start : start + settings.batch_size]
         for start in range(0, len(order), settings.batch_size)
     ]
-    with progress(len(plans), f"extract {loaded.spec.name}", "sent") as bar, torch.inference_mode():
-        for batch in batches:
-            _run_batch(bridge, [plans[i] for i in batch], batch, names, out, settings.device)
-            bar.update(len(batch))
-    _check_finite(out, loaded.spec.name)
+    from harness.parallel import cpu_share
+
+    threads = torch.get_num_threads()
+    # No oversubscription under xdist. On a machine busy with other work, fewer threads
+    # than cores is faster: OpenMP threads waiting for a core stall every small op.
+    torch.set_num_threads(settings.threads or min(threads, cpu_share()))
+    try:
+        with (
+            progress(len(plans), f"extract {loaded.spec.name}", "sent") as bar,
+            torch.inference_mode(),
+        ):
+            for batch in batches:
+                rows = [plans[i] for i in batch]
+                _run_batch(bridge, rows, batch, names, out, bad, settings.device)
+                bar.update(len(batch))
+    except (RuntimeError, MemoryError) as exc:
+        if not is_out_of_memory(exc):
+            raise
+        if settings.device.startswith("cuda"):
+            torch.cuda.empty_cache()  # the next model in this run gets the memory back
+        raise ExtractionError(out_of_memory_advice(loaded.spec.name, "forward", settings)) from exc
+    finally:
+        torch.set_num_threads(threads)
+    _check_finite(bad, loaded.spec.name, settings.dtype)
     n_tokens = np.array([len(p.ids) for p in plans], dtype=np.int64)
     meta = {
         "model": loaded.spec.name,
@@ -152,7 +189,9 @@ def extract(
         "hook": HOOK_TEMPLATE,
         "tokens": settings.tokens,
         "processing": settings.processing,
-        "dtype": "float32",
+        "dtype": "float32",  # of the stored activations
+        "weights_dtype": settings.dtype,
+        "device": settings.device,
         "n_sentences": len(plans),
         "n_tokens_total": int(n_tokens.sum()),
         "seconds_boot": round(booted - started, 3),
@@ -162,12 +201,31 @@ def extract(
     return ActivationSet(out, n_tokens, meta)
 
 
+def out_of_memory_advice(model: str, stage: str, settings: ExtractionSettings) -> str:
+    """What to try when ``model`` ran out of memory (stage: "boot" or "forward")."""
+    where = "moving the weights of" if stage == "boot" else "the forward pass of"
+    tries = []
+    if stage == "forward" and settings.batch_size > 1:
+        tries.append(f"--lm-batch-size {settings.batch_size // 2}")
+    if settings.device != "cpu":
+        tries.append("--lm-device cpu (slower, but system memory is usually larger)")
+    else:
+        tries.append("--lm-device cuda (or mps) where a GPU with enough memory is present")
+    if settings.dtype == "float32":
+        tries.append("--lm-dtype bfloat16 (half the memory)")
+    return (
+        f"out of memory in {where} {model!r} on {settings.device} (batch size "
+        f"{settings.batch_size}, weights {settings.dtype}); try {', or '.join(tries)}"
+    )
+
+
 def _run_batch(
     bridge: Any,
     plans: list[TokenPlan],
     rows: list[int],
     names: list[str],
     out: np.ndarray,
+    bad: np.ndarray,
     device: str,
 ) -> None:
     import torch
@@ -183,14 +241,18 @@ def _run_batch(
         weights[row, list(plan.positions)] = 1.0 / len(plan.positions)
     tokens = tokens.to(device)
     weights = weights.to(device)
-    index = torch.tensor(rows)
+    # Sorted rows make the scatter into a memory-mapped `out` touch pages in order.
+    index = np.asarray(rows)
 
     last = len(names) - 1
 
     def grab(layer: int) -> Any:
         def hook(resid: Any, hook: Any) -> Any:
-            selected = torch.einsum("bp,bpd->bd", weights, resid.float())
-            out[layer, index.numpy()] = selected.cpu().numpy()
+            # Half-precision weights: the selection is made in float32, and the statistics
+            # later read float32 values on the CPU, whatever the model ran in.
+            selected = torch.einsum("bp,bpd->bd", weights, resid.float()).cpu().numpy()
+            bad[layer] += int(np.count_nonzero(~np.isfinite(selected)))
+            out[layer, index] = selected
             if layer == last:
                 # Nothing after the last block is needed; the final norm and the unembedding
                 # (half the compute for Gemma's 262k vocabulary) are skipped.
@@ -204,15 +266,48 @@ def _run_batch(
         bridge.run_with_hooks(tokens, fwd_hooks=hooks, return_type=None)
 
 
-def _check_finite(resid: np.ndarray, model: str) -> None:
-    bad = ~np.isfinite(resid)
-    if bad.any():
-        per_layer = bad.reshape(resid.shape[0], -1).sum(axis=1)
+def _check_finite(counts: np.ndarray, model: str, dtype: str = "float32") -> None:
+    """Refuse activations with NaN/inf (a half-precision overflow, typically) by layer.
+
+    ``counts``: non-finite values per layer, or the (layers, sentences, d_model) array.
+    """
+    per_layer = counts if counts.ndim == 1 else (~np.isfinite(counts)).sum(axis=(1, 2))
+    if per_layer.any():
         first = int(np.flatnonzero(per_layer)[0])
+        advice = (
+            f"the weights ran in {dtype}, whose range is too small for this model's "
+            "residual stream: use --lm-dtype float32, or bfloat16 (float32's range)"
+            if dtype != "float32"
+            else "try --lm-processing raw"
+        )
         raise ExtractionError(
             f"{model}: {int(per_layer.sum())} NaN/inf activation values, first at layer "
-            f"{first} ({int(per_layer[first])} there); try --lm-processing raw or float32"
+            f"{first} ({int(per_layer[first])} there); {advice}"
         )
+
+
+def check_device(device: str) -> None:
+    """A clear error for a device this machine does not have, before any model is moved."""
+    import torch
+
+    kind = device.split(":")[0]
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ExtractionError(
+            f"--lm-device {device}: torch {torch.__version__} sees no CUDA device here "
+            "(a CPU-only build, or no GPU); use --lm-device cpu"
+        )
+    index = device.partition(":")[2]
+    if (
+        kind == "cuda"
+        and index
+        and (not index.isdigit() or int(index) >= torch.cuda.device_count())
+    ):
+        raise ExtractionError(
+            f"--lm-device {device}: only {torch.cuda.device_count()} CUDA device(s) here"
+        )
+    mps = getattr(torch.backends, "mps", None)
+    if kind == "mps" and (mps is None or not mps.is_available()):
+        raise ExtractionError(f"--lm-device {device}: MPS (Apple GPU) is not available here")
 
 
 def library_versions() -> dict[str, str]:

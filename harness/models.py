@@ -93,9 +93,33 @@ def resolve(name: str) -> ModelSpec:
     )
 
 
-def load(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
+def load(spec: ModelSpec, cache_dir: Path, dtype: str = "float32") -> LoadedModel:
+    """Load weights in ``dtype`` (float32, bfloat16 or float16)."""
     loader = _LOADERS[spec.source]
-    return loader(spec, cache_dir)
+    try:
+        return loader(spec, cache_dir, dtype)
+    except (RuntimeError, MemoryError) as exc:
+        if not is_out_of_memory(exc):
+            raise
+        smaller = "" if dtype != "float32" else "--lm-dtype bfloat16 (half the memory), "
+        raise ModelError(
+            f"out of memory while loading the weights of {spec.name!r} in {dtype}; try "
+            f"{smaller}a smaller model, or a machine with more memory "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+# What torch and the allocators say when memory runs out: torch.OutOfMemoryError (CUDA, a
+# RuntimeError), a RuntimeError from the CPU allocator, MemoryError from numpy or Python.
+_OOM_MESSAGES = ("out of memory", "can't allocate memory", "cannot allocate memory")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is memory running out (checked by name: no torch import needed)."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(m in text for m in _OOM_MESSAGES)
 
 
 def identity(spec: ModelSpec) -> dict[str, Any]:
@@ -115,10 +139,12 @@ def identity(spec: ModelSpec) -> dict[str, Any]:
     return {"hf_id": spec.hf_id}
 
 
-def _torch_dtype() -> Any:
+def _torch_dtype(name: str = "float32") -> Any:
     import torch
 
-    return torch.float32
+    if name not in ("float32", "bfloat16", "float16"):
+        raise ModelError(f"unsupported weight dtype {name!r}; use float32, bfloat16 or float16")
+    return getattr(torch, name)
 
 
 def _set_architectures(model: Any) -> None:
@@ -157,13 +183,13 @@ def _gguf_path(spec: ModelSpec) -> Path:
     return target if target.exists() else Path(gemma.assemble())
 
 
-def _load_gguf_package(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
+def _load_gguf_package(spec: ModelSpec, cache_dir: Path, dtype: str) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = _gguf_path(spec)
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     model = AutoModelForCausalLM.from_pretrained(
-        path.parent, gguf_file=path.name, dtype=_torch_dtype()
+        path.parent, gguf_file=path.name, dtype=_torch_dtype(dtype)
     )
     _set_architectures(model)
     return LoadedModel(spec, model.eval(), tokenizer, identity(spec))
@@ -175,7 +201,7 @@ def _offline() -> bool:
     ) not in ("", "0")
 
 
-def _load_hf(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
+def _load_hf(spec: ModelSpec, cache_dir: Path, dtype: str) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     assert spec.hf_id is not None
@@ -183,7 +209,7 @@ def _load_hf(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
     try:
         tokenizer = AutoTokenizer.from_pretrained(spec.hf_id, local_files_only=offline)
         model = AutoModelForCausalLM.from_pretrained(
-            spec.hf_id, dtype=_torch_dtype(), local_files_only=offline
+            spec.hf_id, dtype=_torch_dtype(dtype), local_files_only=offline
         )
     except OSError as exc:
         why = (
@@ -202,14 +228,14 @@ def _load_hf(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
     return LoadedModel(spec, model.eval(), tokenizer, identity(spec))
 
 
-def _load_local(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
+def _load_local(spec: ModelSpec, cache_dir: Path, dtype: str) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     assert spec.hf_id is not None
     try:
         tokenizer = AutoTokenizer.from_pretrained(spec.hf_id, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(
-            spec.hf_id, dtype=_torch_dtype(), local_files_only=True
+            spec.hf_id, dtype=_torch_dtype(dtype), local_files_only=True
         )
     except (OSError, ValueError) as exc:
         raise ModelUnavailableError(
@@ -260,7 +286,7 @@ def _tiny_config(spec: ModelSpec, tokenizer: Any) -> Any:
     )
 
 
-def _load_tiny(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
+def _load_tiny(spec: ModelSpec, cache_dir: Path, dtype: str) -> LoadedModel:
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -268,11 +294,13 @@ def _load_tiny(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
     config = _tiny_config(spec, tokenizer)
     torch.manual_seed(0)  # the same random weights every time: tests compare runs
     model = AutoModelForCausalLM.from_config(config, dtype=_torch_dtype())
+    # Initialised in float32 and then cast, so every dtype holds the same weights, rounded.
+    model = model.to(_torch_dtype(dtype))
     _set_architectures(model)
     return LoadedModel(spec, model.eval(), tokenizer, identity(spec))
 
 
-_LOADERS: dict[str, Callable[[ModelSpec, Path], LoadedModel]] = {
+_LOADERS: dict[str, Callable[[ModelSpec, Path, str], LoadedModel]] = {
     "gguf-package": _load_gguf_package,
     "hf": _load_hf,
     "local": _load_local,
