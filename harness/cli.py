@@ -1,4 +1,4 @@
-"""The ``lmclaims`` console command: ``lmclaims diff RUN_A RUN_B``."""
+"""The ``lmclaims`` console command: ``lmclaims diff RUN_A RUN_B``, ``lmclaims list``."""
 
 from __future__ import annotations
 
@@ -64,7 +64,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     diff = sub.add_parser("diff", help="which verdicts and effects changed between two runs")
     diff.add_argument("run_a", help="report directory or results.json")
     diff.add_argument("run_b", help="report directory or results.json")
+    listing = sub.add_parser("list", help="every claim: id, version, needs, source")
+    listing.add_argument("paths", nargs="*", help="claim files or folders (default: claims/)")
+    extract = sub.add_parser(
+        "extract", help="write a model's activation set (docs/activation-format.md), no claims"
+    )
+    _extract_arguments(extract)
     args = parser.parse_args(argv)
+    if args.command == "list":
+        return list_claims(args.paths)
+    if args.command == "extract":
+        return extract_set(args)
     rows = diff_rows(_results(args.run_a), _results(args.run_b))
     if not rows:
         print("no verdict or effect changed")
@@ -72,6 +82,66 @@ def main(argv: Sequence[str] | None = None) -> int:
     headers = ["claim", "model", "changed", "verdict", "effect", "effect name"]
     print(tabulate(rows, headers=headers, tablefmt="github"))
     return 1
+
+
+def _extract_arguments(parser: argparse.ArgumentParser) -> None:
+    from harness.config import DTYPES, PROCESSING_MODES, TOKEN_MODES
+
+    parser.add_argument("--model", required=True, help="registered name, HF id or local folder")
+    parser.add_argument("--out", required=True, help="new folder for the activation set")
+    parser.add_argument("--dataset", default=None, help="sentences (default: shipped set)")
+    parser.add_argument("--tokens", default="seed", choices=TOKEN_MODES)
+    parser.add_argument("--processing", default="tl-compat", choices=PROCESSING_MODES)
+    parser.add_argument("--dtype", default="float32", choices=DTYPES, help="weights' dtype")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--sentences-per-pair", type=int, default=None)
+    parser.add_argument("--cache-dir", default=".lmclaims-cache", help="cache folder or fsspec URL")
+
+
+def extract_set(args: argparse.Namespace) -> int:
+    """``lmclaims extract``: the GPU-machine half of a split run."""
+    from harness import activations, models
+    from harness.config import ConfigError, ExtractionSettings
+    from harness.dataset import DatasetError
+    from harness.extraction import ExtractionError
+
+    try:
+        settings = ExtractionSettings(
+            tokens=args.tokens,
+            processing=args.processing,
+            batch_size=args.batch_size,
+            device=args.device,
+            dtype=args.dtype,
+        )
+        stored = activations.export(
+            args.model, args.out, args.dataset, settings, args.cache_dir, args.sentences_per_pair
+        )
+    except (
+        activations.ActivationSetError,
+        ConfigError,
+        DatasetError,
+        ExtractionError,
+        models.ModelError,
+    ) as exc:
+        print(f"lmclaims extract: {exc}", file=sys.stderr)
+        return 2
+    shape = stored.activations.resid.shape
+    print(
+        f"wrote {stored.path}: {stored.model}, {shape[0]} layers x {shape[1]} sentences x "
+        f"{shape[2]} ({stored.activations.resid.dtype})"
+    )
+    return 0
+
+
+def list_claims(paths: Sequence[str]) -> int:
+    """The table of ``pytest --lm-list-claims``: the same collection, so the same claims."""
+    import pytest
+
+    default = ["claims"] if Path("claims").is_dir() else []
+    # -qq: the table alone, without pytest's header and "no tests ran" line.
+    args = ["--lm-list-claims", "-qq", "-p", "no:cacheprovider", *(paths or default)]
+    return int(pytest.main(args))
 
 
 if __name__ == "__main__":

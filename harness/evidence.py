@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,10 @@ from harness.extraction import ActivationSet
 from harness.progress import ProgressFactory, tqdm_bar
 from harness.stats import distributions
 
+# Seed of the derived tables' own subsampling (fit starts on a subsample): fixed, because
+# --lm-seed must change the resampled quantities (bootstraps, permutations) and nothing else.
+TABLE_SEED = 0
+
 
 @dataclass
 class Evidence:
@@ -33,6 +37,7 @@ class Evidence:
     activation_key: str
     timings: dict[str, float] = field(default_factory=dict)
     progress: ProgressFactory = tqdm_bar
+    _kept_layer: tuple[int, np.ndarray] | None = field(default=None, init=False, repr=False)
 
     @property
     def seed(self) -> int:
@@ -54,22 +59,40 @@ class Evidence:
             ]
         )
 
+    @functools.cached_property
+    def sentence_pairs(self) -> np.ndarray:
+        """The pair of each sentence (row of the activations): the usual resampling unit."""
+        labels = np.empty(len(self.dataset.frame), dtype=np.int64)
+        for pair, rows in zip(self.pairs["pair"], self.pairs["rows"], strict=True):
+            labels[rows] = pair
+        return labels
+
+    def layer(self, layer: int) -> np.ndarray:
+        """One layer's activations, (n_sentences, d_model) float32, in memory (the last one
+        read is kept: samples and values walk the layers in order)."""
+        if self._kept_layer is None or self._kept_layer[0] != layer:
+            self._kept_layer = (layer, _read_layer(self.activations.resid, layer))
+        return self._kept_layer[1]
+
     def samples(self) -> Iterator[tuple[int, int, np.ndarray]]:
         """(layer, pair, pooled values): all coordinates of all the pair's sentences."""
         for layer in range(self.n_layers):
-            block = np.asarray(self.activations.resid[layer])
             for pair, rows in zip(self.pairs["pair"], self.pairs["rows"], strict=True):
-                yield layer, int(pair), block[rows].ravel().astype(np.float64)
+                yield layer, int(pair), self.layer(layer)[rows].ravel().astype(np.float64)
 
     def values(self, layer: int, pair: int) -> np.ndarray:
         """One sample: all coordinates of all the pair's sentences at one layer."""
         rows = self.pairs["rows"].iloc[pair]
-        return np.asarray(self.activations.resid[layer][rows], dtype=np.float64).ravel()
+        return np.asarray(self.layer(layer)[rows], dtype=np.float64).ravel()
 
     def _cached_table(self, kind: str, fields: dict[str, Any], compute: Any) -> pd.DataFrame:
         """A derived table from the cache, or computed, timed and stored under its key."""
+        # The tables are not resampled, so --lm-seed stays out of their key: every run seed
+        # shares one entry. The constant is the default run seed, so the keys (and the
+        # numbers) of default-seed runs made before this change stay valid.
         key = key_for(
-            {"activations": self.activation_key, "seed": self.seed, "harness": __version__} | fields
+            {"activations": self.activation_key, "seed": TABLE_SEED, "harness": __version__}
+            | fields
         )
         cached = self.cache.get_table(kind, key)
         if cached is not None:
@@ -94,12 +117,15 @@ class Evidence:
             "fits",
             fields,
             lambda: fit_all(
-                list(self.samples()),
+                # Lazily: joblib draws a few samples ahead of its workers, so the float64
+                # copies never all exist at once (a list of them was 2x the activations).
+                self.samples(),
                 settings.families,
                 settings.subsample,
-                self.seed,
+                TABLE_SEED,
                 progress=self.progress,
                 label=self.model,
+                total=self.n_layers * len(self.pairs),
             ),
         )
 
@@ -114,9 +140,17 @@ class Evidence:
             parts = []
             with self.progress(self.n_layers, f"modes {self.model}", "layer") as bar:
                 for layer in range(self.n_layers):
-                    table = summarize_many({p: self.values(layer, p) for p in self.pairs["pair"]})
-                    parts.append(table.rename(columns={"sample": "pair"}).assign(layer=layer))
+                    samples = {p: self.values(layer, p) for p in self.pairs["pair"]}
+                    # A constant sample (a dead dimension set, a flat layer) has no density
+                    # to find modes in: it gets no rows, and the claims, which count pairs
+                    # from the rows present, see fewer pairs instead of a crash.
+                    varied = {p: x for p, x in samples.items() if np.ptp(x) > 0}
+                    if varied:
+                        table = summarize_many(varied).rename(columns={"sample": "pair"})
+                        parts.append(table.assign(layer=layer))
                     bar.update(1)
+            if not parts:
+                raise distributions.DegenerateSampleError(f"{self.model}: every sample is constant")
             return pd.concat(parts, ignore_index=True)
 
         return self._cached_table("modes", {"kde": "scott*4.5, 1000 points"}, compute)
@@ -148,24 +182,43 @@ def _rank_one(
     return table.assign(layer=layer, pair=pair, n=len(x))
 
 
+def _read_layer(resid: np.ndarray, layer: int) -> np.ndarray:
+    """A copy of ``resid[layer]``. A whole memory-mapped .npy is read through a mapping of
+    its own, closed after the copy: pages read through one long-lived mapping stay in the
+    process's RSS, which would then grow to the whole set as the layers are walked."""
+    filename = getattr(resid, "filename", None)
+    if isinstance(resid, np.memmap) and filename and resid.flags.c_contiguous:
+        mapped = np.load(filename, mmap_mode="r")
+        if mapped.shape == resid.shape and mapped.dtype == resid.dtype:
+            block = np.array(mapped[layer])
+            del mapped  # unmapped: its pages leave this process's RSS
+            return block
+    return np.array(resid[layer])
+
+
 def fit_all(
-    samples: list[tuple[int, int, np.ndarray]],
+    samples: Iterable[tuple[int, int, np.ndarray]],
     families: tuple[str, ...],
     subsample: int,
     seed: int,
     progress: ProgressFactory = tqdm_bar,
     label: str = "",
-    n_jobs: int = -1,
+    n_jobs: int | None = None,
+    total: int | None = None,
 ) -> pd.DataFrame:
-    """Rank every sample on all cores; the result does not depend on the worker count."""
+    """Rank every sample on all cores (this process's share of them under pytest-xdist);
+    the result does not depend on the worker count."""
     from joblib import Parallel, delayed
+
+    from harness.parallel import cpu_share
 
     jobs = (
         delayed(_rank_one)(layer, pair, x, families, subsample, seed) for layer, pair, x in samples
     )
-    parts = Parallel(n_jobs=n_jobs, return_as="generator")(jobs)
+    parts = Parallel(n_jobs=cpu_share() if n_jobs is None else n_jobs, return_as="generator")(jobs)
     tables = []
-    with progress(len(samples), f"fit {label}", "sample") as bar:
+    count = total if total is not None else len(samples)  # type: ignore[arg-type]
+    with progress(count, f"fit {label}", "sample") as bar:
         for table in parts:
             tables.append(table)
             bar.update(1)
@@ -197,7 +250,8 @@ def build(
     acts = cache.get_activations(key)
     if acts is None:
         started = time.perf_counter()
-        loaded = models.load(spec, config.cache_dir)
+        # cache.root: a local folder even when the cache is a URL (weights need one).
+        loaded = models.load(spec, cache.root, config.extraction.dtype)
         timings["load"] = round(time.perf_counter() - started, 2)
         started = time.perf_counter()
         acts = extraction.extract(
@@ -206,6 +260,39 @@ def build(
         timings["extract"] = round(time.perf_counter() - started, 2)
         cache.put_activations(key, acts, dataset.frame)
         del loaded
+        # Continue from the published (memory-mapped) entry: the in-memory array, which
+        # grows with the number of sentences, is freed before the fits.
+        acts = cache.get_activations(key) or acts
     else:
         timings["extract"] = 0.0
     return Evidence(model_name, acts, dataset, config, cache, key, timings, progress)
+
+
+def from_activation_set(
+    source: Any, config: RunConfig, progress: ProgressFactory = tqdm_bar
+) -> Evidence:
+    """Evidence from an activation set on disk (docs/activation-format.md): no model loaded.
+
+    ``source``: the set's folder or an already read ``activations.StoredSet``. The dataset
+    is the set's own sentences.jsonl; ``--lm-sentences-per-pair`` takes the same seeded
+    subset a model run would, with the matching rows of the array. Derived tables are cached
+    under a key from the set's content hash, so a changed set never reuses old fits.
+    """
+    from harness import activations
+    from harness import dataset as dataset_module
+
+    stored = source if isinstance(source, activations.StoredSet) else activations.read(source)
+    acts, data = stored.activations, stored.dataset
+    if config.sentences_per_pair is not None:
+        frame = dataset_module._subset(
+            data.frame, config.sentences_per_pair, dataset_module.SUBSET_SEED
+        )
+        rows = frame.index.to_numpy()
+        # The subset's rows are copied out of the memory map: small by construction.
+        acts = ActivationSet(acts.resid[:, rows], acts.n_tokens[rows], dict(acts.meta))
+        data = Dataset(frame.reset_index(drop=True), data.source)
+    key = key_for(
+        {"activation_set": stored.content_hash, "sentences_per_pair": config.sentences_per_pair}
+    )
+    cache = Cache(config.cache_dir)
+    return Evidence(stored.model, acts, data, config, cache, key, {"extract": 0.0}, progress)

@@ -40,11 +40,23 @@ _OPTIONS: list[tuple[str, str, str | None]] = [
     ("cache-dir", "activation and table cache directory", ".lmclaims-cache"),
     ("baseline", f"baseline mode: {', '.join(BASELINE_MODES)}", "compare"),
     ("baseline-dir", "directory of stored baselines", "baselines"),
-    ("seed", "seed for subsampling and resampling", "0"),
+    ("seed", "seed for resampling (bootstraps, permutation tests) only", "0"),
     ("batch-size", "sentences per forward pass", "32"),
-    ("device", "torch device for extraction", "cpu"),
+    ("device", "torch device for extraction: cpu, cuda, cuda:N, mps", "cpu"),
+    ("dtype", "model weights' dtype: float32, bfloat16, float16 (stored float32)", "float32"),
+    ("threads", "torch threads for extraction (default: all cores; 1 on a busy machine)", None),
     ("sentences-per-pair", "use a seeded subset of N sentences per subject/attribute pair", None),
+    ("claims", "comma-separated claim ids to run (default: every collected claim)", None),
+    (
+        "activations",
+        "comma-separated activation-set folders (docs/activation-format.md) to run the claims "
+        "on, without loading their models; mixes with --lm-models",
+        None,
+    ),
 ]
+
+
+_DEFAULT_MODELS = next(default for name, _, default in _OPTIONS if name == "models")
 
 
 @dataclass
@@ -60,6 +72,10 @@ class LmSession:
     # Results of claims a compare run found no baseline entry for: written at session end.
     unrecorded: list[ClaimResult] = field(default_factory=list)
     baselines_written: list[Path] = field(default_factory=list)
+    # Models evaluated by xdist workers: their provenance, as shipped to the controller.
+    remote_models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # --lm-activations: the sets read and checked at configure time, by model name.
+    sets: dict[str, Any] = field(default_factory=dict)
 
 
 session_key = pytest.StashKey[LmSession]()
@@ -71,6 +87,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         ini = "lm_" + name.replace("-", "_")
         group.addoption(f"--lm-{name}", dest=ini, default=None, help=f"{help_text} (ini: {ini})")
         parser.addini(ini, help_text, default=default)
+    group.addoption(
+        "--lm-list-claims",
+        action="store_true",
+        dest="lm_list_claims",
+        help="list every claim (id, version, needs, source) and exit without running",
+    )
+
+
+def pytest_cmdline_main(config: pytest.Config) -> int | pytest.ExitCode | None:
+    if config.getoption("lm_list_claims"):
+        from harness import claim_selection
+
+        return claim_selection.list_claims(config)
+    return None
 
 
 def _setting(config: pytest.Config, ini: str) -> str | None:
@@ -79,17 +109,31 @@ def _setting(config: pytest.Config, ini: str) -> str | None:
 
 
 def _path(config: pytest.Config, value: str) -> Path:
-    path = Path(value).expanduser()
+    if "://" in value:  # an fsspec URL (--lm-cache-dir memory://..., s3://...): kept as is
+        return value  # type: ignore[return-value]
+    try:
+        path = Path(value).expanduser()
+    except RuntimeError as exc:  # "~user/..." naming no user of this machine
+        raise ConfigError(f"cannot expand {value!r}: {exc}") from exc
     return path if path.is_absolute() else config.rootpath / path
 
 
 def build_run_config(config: pytest.Config) -> RunConfig:
     get = lambda name: _setting(config, name)  # noqa: E731
-    model_names = tuple(m.strip() for m in (get("lm_models") or "").split(",") if m.strip())
+    sets = tuple(
+        str(_path(config, p.strip())) for p in (get("lm_activations") or "").split(",") if p.strip()
+    )
+    models_value = get("lm_models")
+    if sets and config.getoption("lm_models") is None and models_value == _DEFAULT_MODELS:
+        models_value = ""  # with activation sets, the default model joins only when named
+    model_names = tuple(m.strip() for m in (models_value or "").split(",") if m.strip())
     per_pair = get("lm_sentences_per_pair")
     dataset = get("lm_dataset")
     report_dir = get("lm_report_dir")
-    run_name = "+".join(m.replace("/", "__") for m in model_names) or "no-models"
+    from harness.activations import peek_model
+
+    run_names = [*model_names, *(peek_model(p) or Path(p).name for p in sets)]
+    run_name = "+".join(m.replace("/", "__") for m in run_names) or "no-models"
     return RunConfig(
         models=model_names,
         dataset=_path(config, dataset) if dataset else None,
@@ -98,6 +142,8 @@ def build_run_config(config: pytest.Config) -> RunConfig:
             processing=get("lm_processing"),
             batch_size=int(get("lm_batch_size")),
             device=get("lm_device"),
+            dtype=get("lm_dtype"),
+            threads=int(get("lm_threads")) if get("lm_threads") else None,
         ),
         fit=FitSettings(
             families=resolve_families(get("lm_families")), criterion=get("lm_criterion")
@@ -110,6 +156,7 @@ def build_run_config(config: pytest.Config) -> RunConfig:
         baseline=get("lm_baseline"),
         seed=int(get("lm_seed")),
         sentences_per_pair=int(per_pair) if per_pair else None,
+        activation_sets=sets,
     )
 
 
@@ -119,11 +166,32 @@ def pytest_configure(config: pytest.Config) -> None:
     except (ConfigError, FamilyError, ValueError) as exc:
         raise pytest.UsageError(f"lmclaims: {exc}") from exc
     config.stash[session_key] = LmSession(run_config)
+    _read_activation_sets(config.stash[session_key])
+    from harness import parallel
+
+    parallel.configure(config, config.stash[session_key])
+
+
+def _read_activation_sets(state: LmSession) -> None:
+    """Bad sets are usage errors before any model is loaded (checked whole: shapes, NaN)."""
+    from harness import activations
+
+    try:
+        state.sets = activations.read_many(list(state.config.activation_sets))
+    except activations.ActivationSetError as exc:
+        raise pytest.UsageError(f"lmclaims: {exc}") from exc
+    clash = sorted(set(state.sets) & set(state.config.models))
+    if clash:
+        raise pytest.UsageError(
+            f"lmclaims: {', '.join(map(repr, clash))} is both in --lm-models and the model of "
+            f"an activation set ({state.sets[clash[0]].path}); each name must be one source"
+        )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "lm_evidence" in metafunc.fixturenames:
-        names = list(metafunc.config.stash[session_key].config.models)
+        state = metafunc.config.stash[session_key]
+        names = [*state.config.models, *state.sets]
         # Session scope groups a model's tests together: one extraction per model.
         metafunc.parametrize("lm_model", names, ids=names, scope="session")
 
@@ -132,19 +200,29 @@ def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> None:
     """Bad model names and bad datasets stop the run before any model is loaded."""
+    if config.getoption("lm_list_claims"):
+        return  # a listing runs nothing, so it needs no model or dataset
+    from harness import claim_selection
+
+    claim_selection.apply(session, config, items)
     state = config.stash[session_key]
     if not any("lm_evidence" in getattr(item, "fixturenames", ()) for item in items):
         return
+    if not state.config.models and not state.sets:
+        raise pytest.UsageError(
+            "lmclaims: no models selected; pass --lm-models NAME[,NAME...] or "
+            "--lm-activations PATH[,PATH...]"
+        )
     if not state.config.models:
-        raise pytest.UsageError("lmclaims: no models selected; pass --lm-models NAME[,NAME...]")
+        return  # activation sets only: each brings its own sentences, checked at configure
     try:
         for name in state.config.models:
             models.resolve(name)
         from harness import dataset as dataset_module
 
-        state.dataset = dataset_module.load(
-            state.config.dataset, state.config.sentences_per_pair, state.config.seed
-        )
+        # The subset is drawn with dataset.SUBSET_SEED, not --lm-seed: it is what is
+        # measured, not a resample (docs/reliability.md, determinism).
+        state.dataset = dataset_module.load(state.config.dataset, state.config.sentences_per_pair)
     except (models.UnknownModelError, DatasetError) as exc:
         raise pytest.UsageError(f"lmclaims: {exc}") from exc
 
@@ -157,6 +235,10 @@ def lm_evidence(request: pytest.FixtureRequest, lm_model: str) -> Evidence:
     state = request.config.stash[session_key]
     if lm_model in state.errors:
         pytest.fail(state.errors[lm_model], pytrace=False)
+    if lm_model not in state.evidence and lm_model in state.sets:
+        state.evidence[lm_model] = evidence.from_activation_set(
+            state.sets[lm_model], state.config, _progress(request.config)
+        )
     if lm_model not in state.evidence:
         assert state.dataset is not None
         try:
@@ -194,7 +276,8 @@ def lm_verdict(request: pytest.FixtureRequest) -> Callable[[ClaimSpec, ClaimResu
         entry = baseline.load(directory, result.model).get(result.claim_id)
         if mode == "compare" and entry is not None:
             mismatch = baseline.settings_mismatch(
-                baseline.load_settings(directory, result.model), _baseline_settings(state)
+                baseline.load_settings(directory, result.model),
+                _baseline_settings(state, result.model),
             )
             if mismatch:
                 pytest.fail(
@@ -208,7 +291,8 @@ def lm_verdict(request: pytest.FixtureRequest) -> Callable[[ClaimSpec, ClaimResu
                 pytest.fail(comparison.message, pytrace=False)
         else:
             if mode == "compare" and not baseline.settings_mismatch(
-                baseline.load_settings(directory, result.model), _baseline_settings(state)
+                baseline.load_settings(directory, result.model),
+                _baseline_settings(state, result.model),
             ):
                 # Written at session end and reported, never passed over in silence.
                 state.unrecorded.append(result)
@@ -220,7 +304,14 @@ def lm_verdict(request: pytest.FixtureRequest) -> Callable[[ClaimSpec, ClaimResu
     return check
 
 
-def _baseline_settings(state: LmSession) -> dict[str, Any]:
+def _baseline_settings(state: LmSession, model: str) -> dict[str, Any]:
+    if model in state.sets:
+        # A set's own sentences and extraction settings, not the run's options.
+        stored = state.sets[model]
+        settings = state.config.baseline_settings(stored.dataset.sha256)
+        for name in ("tokens", "processing", "dtype"):
+            settings.pop(name, None)
+        return {**settings, **stored.extraction_fields()}
     assert state.dataset is not None
     return state.config.baseline_settings(state.dataset.sha256)
 
@@ -241,13 +332,20 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     state = session.config.stash.get(session_key, None)
     if state is None or not state.results:
         return
-    from harness import report
+    from harness import parallel, report
+
+    if parallel.is_worker(session.config):
+        # Under xdist the controller writes the one report and the baselines.
+        parallel.ship(session.config, state)
+        return
 
     to_save = state.results if state.config.baseline == "update" else state.unrecorded
     for model in dict.fromkeys(r.model for r in to_save):
         results = [r for r in to_save if r.model == model]
         state.baselines_written.append(
-            baseline.save(state.config.baseline_dir, model, results, _baseline_settings(state))
+            baseline.save(
+                state.config.baseline_dir, model, results, _baseline_settings(state, model)
+            )
         )
     state.report_path = report.write(state)
 
@@ -268,6 +366,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             "compare later runs against them"
         )
     terminalreporter.write_line(
-        f"lmclaims: {len(state.specs)} claim(s) x {len(state.evidence)} model(s): {tally} "
+        f"lmclaims: {len(state.specs)} claim(s) x "
+        f"{len(state.evidence) + len(state.remote_models)} model(s): {tally} "
         f"-> {state.report_path}"
     )

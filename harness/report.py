@@ -26,7 +26,8 @@ SCHEMA_VERSION = 1
 
 
 def _fmt(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    # Not computed (None, NaN) or not finite: a dash, never "nan"/"inf" (the notes say why).
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
     if isinstance(value, float):
         return f"{value:.3g}"
@@ -34,7 +35,9 @@ def _fmt(value: Any) -> str:
 
 
 def _ci(ci: tuple[float, float] | None) -> str:
-    return "–" if ci is None else f"[{ci[0]:.3g}, {ci[1]:.3g}]"
+    if ci is None or not all(math.isfinite(end) for end in ci):
+        return "–"
+    return f"[{ci[0]:.3g}, {ci[1]:.3g}]"
 
 
 def summary_table(results: list[ClaimResult]) -> str:
@@ -48,10 +51,12 @@ def summary_table(results: list[ClaimResult]) -> str:
             _ci(r.ci),
             _fmt(r.pvalue),
             r.n,
+            r.claim_version,
         ]
         for r in results
     ]
-    headers = ["claim", "model", "verdict", "effect", "value", "95% CI", "p", "n"]
+    # The claim version last: a baseline holds only for the version it recorded.
+    headers = ["claim", "model", "verdict", "effect", "value", "95% CI", "p", "n", "claim v"]
     return tabulate(rows, headers=headers, tablefmt="github")
 
 
@@ -96,11 +101,7 @@ def provenance(state: LmSession) -> dict[str, Any]:
             "n_subjects": len(state.dataset.subjects),
             "n_attributes": len(state.dataset.attributes),
         },
-        "models": {
-            name: {k: v for k, v in ev.activations.meta.items() if k != "library_versions"}
-            | {"timings_s": ev.timings, "activation_key": ev.activation_key}
-            for name, ev in state.evidence.items()
-        },
+        "models": model_provenance(state),
         "machine": {
             "platform": platform.platform(),
             "processor": platform.machine(),
@@ -110,6 +111,17 @@ def provenance(state: LmSession) -> dict[str, Any]:
             "python": platform.python_version(),
         },
     }
+
+
+def model_provenance(state: LmSession) -> dict[str, dict[str, Any]]:
+    """Per model: extraction metadata (device, dtypes, ...), timings and activation key;
+    models run by xdist workers included."""
+    local = {
+        name: {k: v for k, v in ev.activations.meta.items() if k != "library_versions"}
+        | {"timings_s": ev.timings, "activation_key": ev.activation_key}
+        for name, ev in state.evidence.items()
+    }
+    return local | state.remote_models
 
 
 def _cpu_model() -> str | None:
@@ -128,7 +140,7 @@ def write(state: LmSession) -> Path:
     lines = [
         "# lmclaims verdict report",
         "",
-        f"Models: {', '.join(state.evidence) or '–'} · dataset "
+        f"Models: {', '.join(prov['models']) or '–'} · dataset "
         f"{prov['dataset']['n_sentences'] if prov['dataset'] else '–'} sentences · "
         f"lmclaims {__version__}",
         "",

@@ -308,3 +308,200 @@ def mode_count_activations(
         "sampler": sampler if isinstance(sampler, str) else repr(sampler),
     }
     return ActivationSet(resid, np.full(len(data), 8), meta)
+
+
+# ------------------------------------------------- a distribution that changes with depth
+
+
+def layered_activations(
+    data: Dataset, samplers: list[Sampler], d_model: int = 64, seed: int = 0
+) -> ActivationSet:
+    """Activations whose distribution is planted per layer: layer ``l`` draws every
+    sentence's coordinates from ``samplers[l]``. A trend over depth in any statistic of the
+    samples (kurtosis, spread, skew) is then known exactly."""
+    if not samplers:
+        raise ValueError("layered_activations needs at least one sampler (one per layer)")
+    rng = np.random.default_rng(seed)
+    resid = np.stack([draw(rng, (len(data), d_model)) for draw in samplers]).astype(np.float32)
+    meta = {"model": "synthetic-layered", "n_layers": len(samplers), "d_model": d_model}
+    meta |= {"seed": seed, "samplers": [repr(s) for s in samplers]}
+    return ActivationSet(resid, np.full(len(data), 8), meta)
+
+
+# ------------------------- planted geometry: norm growth, outlier dimensions, anisotropy
+
+
+def geometry_activations(
+    data: Dataset,
+    *,
+    growth: float = 1.0,
+    norm_jitter: float = 0.1,
+    outlier_dims: tuple[int, ...] = (),
+    outlier_scale: float = 20.0,
+    moving_outliers: bool = False,
+    offset: float = 0.0,
+    offset_dims: int | None = None,
+    pair_sd: float = 0.3,
+    sampler: Sampler | str = "normal",
+    n_layers: int = 6,
+    d_model: int = 128,
+    seed: int = 0,
+) -> ActivationSet:
+    """Activations with planted norm growth, outlier dimensions and a shared direction.
+
+    Each sentence's vector at layer l is (bulk + pair effect + offset + outliers) times
+    growth**l times a per-sentence log-normal factor (sd ``norm_jitter``): the bulk is
+    ``sampler`` per coordinate, the pair effect one N(0, pair_sd) vector per
+    (subject, attribute) pair (so sentences of a pair are correlated, as in a model), the
+    offset a fixed vector of norm offset x sqrt(d_model) (the bulk's norm) spread over the
+    first ``offset_dims`` coordinates (all, with alternating signs, when None); unrelated
+    sentences then have mean cosine ~ offset^2 / (1 + offset^2). ``outlier_dims`` carry
+    outlier_scale x (1 + N(0, 0.1)) in every sentence (fixed sign, as real outlier
+    features); with ``moving_outliers`` they move to other coordinates at every layer, so
+    no dimension is an outlier in more than one layer.
+    """
+    draw = SAMPLERS[sampler] if isinstance(sampler, str) else sampler
+    rng = np.random.default_rng(seed)
+    rows_by_pair = pair_rows(data)
+    k = d_model if offset_dims is None else int(offset_dims)
+    if not 1 <= k <= d_model:
+        raise ValueError(f"offset_dims must be in 1..{d_model}, got {offset_dims}")
+    direction = np.zeros(d_model)
+    direction[:k] = np.where(np.arange(k) % 2 == 0, 1.0, -1.0)
+    shared = offset * np.sqrt(d_model) * direction / np.linalg.norm(direction)
+    resid = np.empty((n_layers, len(data), d_model), dtype=np.float32)
+    for layer in range(n_layers):
+        block = draw(rng, (len(data), d_model)) + shared
+        for rows in rows_by_pair:
+            block[rows] += rng.normal(0.0, pair_sd, d_model)
+        dims = np.asarray(outlier_dims, dtype=int)
+        if dims.size:
+            if moving_outliers:
+                dims = (dims + layer * (dims.size + 7)) % d_model
+            block[:, dims] = outlier_scale * (1 + rng.normal(0.0, 0.1, (len(data), dims.size)))
+        factor = growth**layer * np.exp(rng.normal(0.0, norm_jitter, (len(data), 1)))
+        resid[layer] = block * factor
+    meta = {
+        "model": "synthetic-geometry",
+        "n_layers": n_layers,
+        "d_model": d_model,
+        "seed": seed,
+        "growth": growth,
+        "norm_jitter": norm_jitter,
+        "outlier_dims": list(outlier_dims),
+        "outlier_scale": outlier_scale,
+        "moving_outliers": moving_outliers,
+        "offset": offset,
+        "offset_dims": offset_dims,
+        "pair_sd": pair_sd,
+        "sampler": sampler if isinstance(sampler, str) else repr(sampler),
+    }
+    return ActivationSet(resid, np.full(len(data), 8), meta)
+
+
+# ------------------------------- subject/attribute cells for the distinctiveness claim
+
+
+def planted_cells(
+    n_subjects: int = 4,
+    n_attributes: int = 5,
+    per_cell: int = 10,
+    n_layers: int = 9,
+    d: int = 32,
+    w_s: float = 1.0,
+    w_a: float = 1.0,
+    gain: np.ndarray | None = None,
+    offset: np.ndarray | None = None,
+    attribute_strength: np.ndarray | None = None,
+    noise: float = 1.0,
+    layer_corr: float = 0.5,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(resid, subject, attribute). ``gain`` (L,) scales the cell structure per layer,
+    ``offset`` (L,) adds a direction common to every sentence; the noise of one sentence is
+    correlated across layers (``layer_corr``), as in a residual stream."""
+    rng = np.random.default_rng(seed)
+    k = n_subjects + n_attributes + 1
+    basis = np.linalg.qr(rng.standard_normal((d, k)))[0].T * np.sqrt(d)
+    u, v, common = basis[:n_subjects], basis[n_subjects:-1], basis[-1]
+    subject = np.repeat(np.arange(n_subjects), n_attributes * per_cell)
+    attribute = np.tile(np.repeat(np.arange(n_attributes), per_cell), n_subjects)
+    gain = np.ones(n_layers) if gain is None else np.asarray(gain)
+    offset = np.zeros(n_layers) if offset is None else np.asarray(offset)
+    strength = np.ones(n_attributes) if attribute_strength is None else attribute_strength
+    structure = w_s * u[subject] + (w_a * strength[attribute])[:, None] * v[attribute]
+    sentence_noise = rng.standard_normal((len(subject), d))
+    resid = np.empty((n_layers, len(subject), d), dtype=np.float32)
+    for layer in range(n_layers):
+        fresh = rng.standard_normal((len(subject), d))
+        z = np.sqrt(layer_corr) * sentence_noise + np.sqrt(1 - layer_corr) * fresh
+        resid[layer] = gain[layer] * structure + offset[layer] * common + noise * z
+    return resid, subject, attribute
+
+
+# ------------------------------------------- planted sets on disk (activation-set format)
+
+
+def write_activation_set(
+    folder: Path,
+    data: Dataset,
+    acts: ActivationSet,
+    model: str = "synthetic",
+    dtype: str = "float32",
+) -> Path:
+    """Write a planted set in the documented format (docs/activation-format.md), as a
+    researcher's own pipeline would, so claims can run on it through ``--lm-activations``."""
+    from harness import activations as activation_format
+
+    resid = np.asarray(acts.resid).astype(dtype)
+    meta = {
+        **acts.meta,
+        "model": model,
+        "hook": "synthetic",
+        "tokens": "seed",
+        "processing": "synthetic",
+    }
+    planted = ActivationSet(resid, np.asarray(acts.n_tokens, dtype=np.int64), meta)
+    return activation_format.write(folder, planted, data.frame)
+
+
+# ------------------------------------ planted anomalies: attributes shifted or spread out
+
+
+def anomaly_activations(
+    data: Dataset,
+    anomalous: dict[str, tuple[float, float]],
+    *,
+    sampler: Sampler | str = "logistic",
+    n_layers: int = 2,
+    d_model: int = 12,
+    seed: int = 0,
+) -> ActivationSet:
+    """Activations whose normal sentences are iid ``sampler`` draws per coordinate, scaled
+    per coordinate from 3 down to 0.5 (distinct variances, so principal directions are the
+    coordinate axes and keep the sampler's shape). A sentence whose attribute contains a key
+    of ``anomalous`` (case-insensitive) is drawn as spread x draw + shift x sign, per
+    coordinate and in the same scaled units, with a fixed random sign pattern per key: a
+    dense shift (shift > 0) or a wider spread (spread > 1). (shift, spread) = (0, 1) plants
+    anomalies drawn exactly as the normal sentences (a null)."""
+    draw = SAMPLERS[sampler] if isinstance(sampler, str) else sampler
+    rng = np.random.default_rng(seed)
+    scales = np.geomspace(3.0, 0.5, d_model)
+    attributes = data.frame["attribute"].str.lower().to_numpy()
+    resid = np.empty((n_layers, len(data), d_model), dtype=np.float32)
+    signs = {key: rng.choice([-1.0, 1.0], d_model) for key in anomalous}
+    for layer in range(n_layers):
+        block = draw(rng, (len(data), d_model))
+        for key, (shift, spread) in anomalous.items():
+            rows = np.array([key.lower() in a for a in attributes])
+            block[rows] = spread * block[rows] + shift * signs[key]
+        resid[layer] = block * scales
+    meta = {
+        "model": "synthetic-anomaly",
+        "n_layers": n_layers,
+        "d_model": d_model,
+        "seed": seed,
+        "anomalous": {k: list(v) for k, v in anomalous.items()},
+        "sampler": sampler if isinstance(sampler, str) else repr(sampler),
+    }
+    return ActivationSet(resid, np.full(len(data), 8), meta)

@@ -12,7 +12,7 @@ from harness import synthetic
 from harness.claim import Verdict
 from harness.dataset import Dataset
 from harness.extraction import ActivationSet
-from tests.test_similarity import planted
+from harness.synthetic import planted_cells as planted
 
 _path = Path(__file__).resolve().parents[1] / "claims" / "test_distinctiveness_shrinks.py"
 _spec = importlib.util.spec_from_file_location("claim_distinctiveness", _path)

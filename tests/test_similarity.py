@@ -13,43 +13,7 @@ import numpy as np
 import pytest
 
 from harness.stats import similarity as sm
-
-
-def planted(
-    n_subjects: int = 4,
-    n_attributes: int = 5,
-    per_cell: int = 10,
-    n_layers: int = 9,
-    d: int = 32,
-    w_s: float = 1.0,
-    w_a: float = 1.0,
-    gain: np.ndarray | None = None,
-    offset: np.ndarray | None = None,
-    attribute_strength: np.ndarray | None = None,
-    noise: float = 1.0,
-    layer_corr: float = 0.5,
-    seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(resid, subject, attribute). ``gain`` (L,) scales the cell structure per layer,
-    ``offset`` (L,) adds a direction common to every sentence; the noise of one sentence is
-    correlated across layers (``layer_corr``), as in a residual stream."""
-    rng = np.random.default_rng(seed)
-    k = n_subjects + n_attributes + 1
-    basis = np.linalg.qr(rng.standard_normal((d, k)))[0].T * np.sqrt(d)
-    u, v, common = basis[:n_subjects], basis[n_subjects:-1], basis[-1]
-    subject = np.repeat(np.arange(n_subjects), n_attributes * per_cell)
-    attribute = np.tile(np.repeat(np.arange(n_attributes), per_cell), n_subjects)
-    gain = np.ones(n_layers) if gain is None else np.asarray(gain)
-    offset = np.zeros(n_layers) if offset is None else np.asarray(offset)
-    strength = np.ones(n_attributes) if attribute_strength is None else attribute_strength
-    structure = w_s * u[subject] + (w_a * strength[attribute])[:, None] * v[attribute]
-    sentence_noise = rng.standard_normal((len(subject), d))
-    resid = np.empty((n_layers, len(subject), d), dtype=np.float32)
-    for layer in range(n_layers):
-        fresh = rng.standard_normal((len(subject), d))
-        z = np.sqrt(layer_corr) * sentence_noise + np.sqrt(1 - layer_corr) * fresh
-        resid[layer] = gain[layer] * structure + offset[layer] * common + noise * z
-    return resid, subject, attribute
+from harness.synthetic import planted_cells as planted
 
 
 def literal_d(c: np.ndarray) -> np.ndarray:
