@@ -31,16 +31,20 @@ def tiny_models(shared_cache: Path) -> dict:
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_project(path: Path, cache_dir: Path, per_pair: int = 3) -> Path:
-    """A scratch project: the logistic-dominance claim, 4 x 3 pairs of real sentences, and
-    an ini selecting tiny-gpt2 with the given cache."""
+def make_project(
+    path: Path, cache_dir: Path, per_pair: int = 3, subjects: int = 4, attributes: int = 3
+) -> Path:
+    """A scratch project: the logistic-dominance claim, subjects x attributes pairs of real
+    sentences, and an ini selecting tiny-gpt2 with the given cache."""
     claim = ROOT / "claims" / "test_logistic_dominance.py"
     (path / "claims").mkdir(exist_ok=True)
     shutil.copy(claim, path / "claims" / claim.name)
     rows = [json.loads(line) for line in (ROOT / "harness/data/sentences.jsonl").open()]
-    subjects = list(dict.fromkeys(r["subject"] for r in rows))[:4]
-    attributes = list(dict.fromkeys(r["attribute"] for r in rows))[:3]
-    keep = [r for r in rows if r["subject"] in subjects and r["attribute"] in attributes]
+    chosen_subjects = list(dict.fromkeys(r["subject"] for r in rows))[:subjects]
+    chosen_attributes = list(dict.fromkeys(r["attribute"] for r in rows))[:attributes]
+    keep = [
+        r for r in rows if r["subject"] in chosen_subjects and r["attribute"] in chosen_attributes
+    ]
     (path / "data.jsonl").write_text(
         "\n".join(json.dumps(r, ensure_ascii=False) for r in keep) + "\n"
     )

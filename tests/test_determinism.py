@@ -17,9 +17,10 @@ from harness import models
 from tests.conftest import ROOT, make_project
 
 # Every field of results.json that may differ between two runs with the same settings: when
-# the run started, and how long its stages took. Anything else differing is a bug.
+# the run started, when its activation set was written, and how long its stages took.
+# Anything else differing is a bug.
 VOLATILE_PROVENANCE = ("started",)
-VOLATILE_MODEL = ("timings_s", "seconds_boot", "seconds_forward")
+VOLATILE_MODEL = ("timings_s", "seconds_boot", "seconds_forward", "created")
 
 
 def strip_volatile(payload: dict[str, Any]) -> dict[str, Any]:

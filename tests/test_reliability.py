@@ -27,8 +27,11 @@ def _start(project: Path, *args: str) -> subprocess.Popen:
 
 
 def _entries(cache: Path, kind: str) -> list[Path]:
+    """Published entries only: a writer's temporary ``.<key>.tmp-<pid>-...`` folder is not one."""
     folder = cache / kind
-    return sorted(folder.iterdir()) if folder.is_dir() else []
+    return (
+        sorted(p for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
+    )
 
 
 def _without_timings(value):
@@ -73,9 +76,10 @@ def test_sigkill_after_extraction_keeps_activations_and_rerun_finishes(tmp_path)
 def test_sigint_during_extraction_leaves_no_entry_and_rerun_recomputes(tmp_path):
     cache = tmp_path / "cache"
     (tmp_path / "p").mkdir()
-    project = make_project(tmp_path / "p", cache, per_pair=22)
-    # Batch size 1 makes extraction last seconds, not one: under CI load a one-second
-    # window closed before the signal arrived, and the test then raced instead of testing.
+    # All 2,640 sentences at batch size 1: extraction lasts many seconds, not one. With
+    # 264 sentences a loaded machine sometimes finished extracting before the signal
+    # arrived, and the test then raced instead of testing.
+    project = make_project(tmp_path / "p", cache, per_pair=22, subjects=10, attributes=12)
     proc = _start(project, "--lm-batch-size", "1")
     # The progress bar names the stage on stderr; interrupt as soon as extraction starts.
     seen = ""
