@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from harness import activations as activation_format
@@ -142,3 +143,30 @@ class Cache:
         if opened is None:
             return None
         return pd.read_csv(opened[0] / "table.csv")
+
+    # Derived arrays (a claim's intermediate results): one uncompressed .npz per entry.
+    def put_arrays(
+        self, kind: str, key: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]
+    ) -> Path:
+        def write(folder: Path) -> dict[str, Any]:
+            np.savez(folder / "arrays.npz", **arrays)
+            return dict(meta)
+
+        return self._publish(kind, key, write)
+
+    def get_arrays(self, kind: str, key: str) -> dict[str, np.ndarray] | None:
+        opened = self._open(kind, key)
+        if opened is None:
+            return None
+        # No pickles: an entry holds numeric and string arrays only.
+        with np.load(opened[0] / "arrays.npz", allow_pickle=False) as stored:
+            return {name: stored[name] for name in stored.files}
+
+
+def source_fingerprint(*objects: Any) -> str:
+    """A hash of the source code of ``objects`` (functions, modules): a key field that
+    retires an entry when the code computing it changes, without anyone bumping a version."""
+    import inspect
+
+    text = "\n".join(inspect.getsource(obj) for obj in objects)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,23 +85,50 @@ class Evidence:
         rows = self.pairs["rows"].iloc[pair]
         return np.asarray(self.layer(layer)[rows], dtype=np.float64).ravel()
 
-    def _cached_table(self, kind: str, fields: dict[str, Any], compute: Any) -> pd.DataFrame:
-        """A derived table from the cache, or computed, timed and stored under its key."""
+    def _key(self, fields: dict[str, Any]) -> str:
         # The tables are not resampled, so --lm-seed stays out of their key: every run seed
         # shares one entry. The constant is the default run seed, so the keys (and the
         # numbers) of default-seed runs made before this change stay valid.
-        key = key_for(
+        return key_for(
             {"activations": self.activation_key, "seed": TABLE_SEED, "harness": __version__}
             | fields
         )
+
+    def cached_table(
+        self, kind: str, fields: dict[str, Any], compute: Callable[[], pd.DataFrame]
+    ) -> pd.DataFrame:
+        """A derived table from the cache, or computed, timed and stored under its key.
+
+        ``fields``: everything besides these activations that decides the table (settings,
+        thresholds, ``cache.source_fingerprint`` of the computing code). Only what does not
+        depend on ``--lm-seed`` belongs in a cached table. A table with a ``pair`` column
+        gains the pair's subject and attribute.
+        """
+        key = self._key(fields)
         cached = self.cache.get_table(kind, key)
         if cached is not None:
             return cached
         started = time.perf_counter()
-        table = compute().merge(self.pairs[["pair", "subject", "attribute"]], on="pair")
+        table = compute()
+        if "pair" in table.columns:
+            table = table.merge(self.pairs[["pair", "subject", "attribute"]], on="pair")
         self.timings[kind] = round(time.perf_counter() - started, 2)
         self.cache.put_table(kind, key, table, {"model": self.model})
         return table
+
+    def cached_arrays(
+        self, kind: str, fields: dict[str, Any], compute: Callable[[], dict[str, np.ndarray]]
+    ) -> dict[str, np.ndarray]:
+        """Like ``cached_table``, for named numeric arrays (a claim's intermediate results)."""
+        key = self._key(fields)
+        cached = self.cache.get_arrays(kind, key)
+        if cached is not None:
+            return cached
+        started = time.perf_counter()
+        arrays = compute()
+        self.timings[kind] = round(time.perf_counter() - started, 2)
+        self.cache.put_arrays(kind, key, arrays, {"model": self.model})
+        return arrays
 
     @functools.cached_property
     def fits(self) -> pd.DataFrame:
@@ -113,7 +140,7 @@ class Evidence:
             "subsample": settings.subsample,
             "engine": distributions.ENGINE_VERSION,
         }
-        return self._cached_table(
+        return self.cached_table(
             "fits",
             fields,
             lambda: fit_all(
@@ -153,7 +180,7 @@ class Evidence:
                 raise distributions.DegenerateSampleError(f"{self.model}: every sample is constant")
             return pd.concat(parts, ignore_index=True)
 
-        return self._cached_table("modes", {"kde": "scott*4.5, 1000 points"}, compute)
+        return self.cached_table("modes", {"kde": "scott*4.5, 1000 points"}, compute)
 
 
 def _rank_one(

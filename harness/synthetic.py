@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -55,6 +56,29 @@ def activations(
     return ActivationSet(resid, np.full(len(data), 8), meta)
 
 
+def run_config(
+    cache_dir: Path | str,
+    work_dir: Path,
+    models: tuple[str, ...] = ("synthetic",),
+    families: tuple[str, ...] = CORE_FAMILIES,
+    **fields: Any,
+) -> RunConfig:
+    """A run's settings for tests and benchmarks: defaults, with reports and baselines
+    under ``work_dir``; ``fields`` override any other RunConfig field."""
+    return RunConfig(
+        **{
+            "models": models,
+            "dataset": None,
+            "extraction": ExtractionSettings(),
+            "fit": FitSettings(families=families),
+            "report_dir": work_dir / "report",
+            "cache_dir": cache_dir,
+            "baseline_dir": work_dir / "baselines",
+        }
+        | fields
+    )
+
+
 def evidence(
     data: Dataset,
     acts: ActivationSet,
@@ -63,16 +87,7 @@ def evidence(
     seed: int = 0,
     model: str = "synthetic",
 ) -> Evidence:
-    config = RunConfig(
-        models=(model,),
-        dataset=None,
-        extraction=ExtractionSettings(),
-        fit=FitSettings(families=families),
-        report_dir=cache_dir / "report",
-        cache_dir=cache_dir,
-        baseline_dir=cache_dir / "baselines",
-        seed=seed,
-    )
+    config = run_config(cache_dir, cache_dir, (model,), families, seed=seed)
     # Keyed by content so two different planted sets never share cached tables.
     key = key_for(
         {

@@ -4,6 +4,7 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from harness import synthetic
@@ -170,3 +171,30 @@ def test_claim_not_applicable_without_anomalies(tmp_path):
     acts = synthetic.anomaly_activations(data, {}, d_model=8)
     result = _claim().evaluate(synthetic.evidence(data, acts, tmp_path))
     assert result.verdict is Verdict.NOT_APPLICABLE
+
+
+def test_a_warm_run_reuses_the_fits_and_gives_the_same_result(tmp_path, monkeypatch):
+    """The folds' fits are cached with the activations: a second run (a new Evidence on the
+    same cache) fits nothing and reports the same numbers; a new --lm-seed reuses them too
+    and moves only the bootstrap."""
+    cold = _evaluate(tmp_path, {"japanese": (0.0, 1.4)}, "t3")
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a cached fit was refitted")
+
+    monkeypatch.setattr(anomaly, "fit_detector", forbidden)
+    warm = _evaluate(tmp_path, {"japanese": (0.0, 1.4)}, "t3")
+    assert (warm.verdict, warm.effect, warm.ci, warm.pvalue, warm.notes) == (
+        cold.verdict,
+        cold.effect,
+        cold.ci,
+        cold.pvalue,
+        cold.notes,
+    )
+    for name, table in cold.tables.items():
+        pd.testing.assert_frame_equal(warm.tables[name], table)
+    data = synthetic.language_dataset(ATTRIBUTES, n_subjects=6, per_pair=40)
+    acts = synthetic.anomaly_activations(data, {"japanese": (0.0, 1.4)}, sampler="t3", d_model=64)
+    reseeded = _claim().evaluate(synthetic.evidence(data, acts, tmp_path, seed=7))
+    assert reseeded.effect == cold.effect  # the fits, so the point estimate, are shared
+    assert reseeded.ci != cold.ci  # the bootstrap is not

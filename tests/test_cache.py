@@ -3,29 +3,17 @@ import json
 import numpy as np
 import pytest
 
-from harness import evidence, extraction
+from harness import evidence, extraction, synthetic
 from harness.cache import Cache
-from harness.config import ExtractionSettings, FitSettings, RunConfig
+from harness.config import ExtractionSettings, RunConfig
 from harness.dataset import load
 from harness.progress import silent
 from harness.synthetic import activations, dataset
 
 
-def _config(tmp_path, shared_cache):
-    return RunConfig(
-        models=("tiny-gpt2",),
-        dataset=None,
-        extraction=ExtractionSettings(),
-        fit=FitSettings(families=("norm", "logistic")),
-        report_dir=tmp_path / "report",
-        cache_dir=shared_cache,
-        baseline_dir=tmp_path / "baselines",
-    )
-
-
 def test_cache_hit_performs_no_forward_pass(tmp_path, shared_cache, monkeypatch):
     data = load(sentences_per_pair=1)
-    config = _config(tmp_path, shared_cache)
+    config = synthetic.run_config(shared_cache, tmp_path, ("tiny-gpt2",), ("norm", "logistic"))
     first = evidence.build("tiny-gpt2", data, config, progress=silent)
 
     def forbidden(*args, **kwargs):
@@ -40,7 +28,7 @@ def test_cache_hit_performs_no_forward_pass(tmp_path, shared_cache, monkeypatch)
 
 def test_changed_settings_change_the_key(tmp_path, shared_cache):
     data = load(sentences_per_pair=1)
-    config = _config(tmp_path, shared_cache)
+    config = synthetic.run_config(shared_cache, tmp_path, ("tiny-gpt2",), ("norm", "logistic"))
     other = RunConfig(**{**config.__dict__, "extraction": ExtractionSettings(tokens="last")})
     identity = {"tiny": "tiny-gpt2"}
     assert evidence.activation_key(identity, data, config) != evidence.activation_key(
@@ -75,3 +63,38 @@ def test_entry_is_an_activation_set(tmp_path):
     assert meta["format_version"] == 1 and set(meta["checksums"]) >= {"resid_post.npy"}
     assert len((folder / "sentences.jsonl").read_text().splitlines()) == len(data)
     assert not [p for p in tmp_path.rglob("*") if ".tmp-" in p.name]
+
+
+def test_cached_arrays_are_computed_once_per_key(tmp_path):
+    data = dataset(per_pair=3)
+    acts = activations(data, "normal", d_model=8)
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"u": np.arange(6.0).reshape(2, 3), "n": np.int64(4), "names": np.array(["a"])}
+
+    first = synthetic.evidence(data, acts, tmp_path).cached_arrays("x", {"k": 1}, compute)
+    again = synthetic.evidence(data, acts, tmp_path).cached_arrays("x", {"k": 1}, compute)
+    assert len(calls) == 1
+    assert set(again) == {"u", "n", "names"}
+    np.testing.assert_array_equal(again["u"], first["u"])
+    assert again["n"] == 4 and again["names"][0] == "a"
+    synthetic.evidence(data, acts, tmp_path).cached_arrays("x", {"k": 2}, compute)
+    assert len(calls) == 2  # other fields, other entry
+    other = activations(data, "normal", d_model=8, seed=1)
+    synthetic.evidence(data, other, tmp_path).cached_arrays("x", {"k": 1}, compute)
+    assert len(calls) == 3  # other activations, other entry
+
+
+def test_source_fingerprint_follows_the_code():
+    from harness.cache import source_fingerprint
+
+    def f():
+        return 1
+
+    def g():
+        return 2
+
+    assert source_fingerprint(f) == source_fingerprint(f)
+    assert source_fingerprint(f) != source_fingerprint(g)

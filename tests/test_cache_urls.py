@@ -1,7 +1,6 @@
 """--lm-cache-dir as an fsspec URL: extract on one machine, evaluate claims on another."""
 
 import uuid
-from pathlib import Path
 
 import fsspec
 import numpy as np
@@ -9,7 +8,6 @@ import pytest
 
 from harness import evidence, extraction, remote_cache, synthetic
 from harness.cache import Cache
-from harness.config import ExtractionSettings, FitSettings, RunConfig
 from harness.dataset import load
 from harness.progress import silent
 
@@ -97,24 +95,17 @@ def test_file_urls_and_plain_paths_use_the_local_fast_path(tmp_path):
     assert isinstance(Cache(tmp_path / "c").get_activations("k").resid, np.memmap)
 
 
-def _config(tmp_path: Path, cache_dir: str) -> RunConfig:
-    return RunConfig(
-        models=("tiny-gpt2",),
-        dataset=None,
-        extraction=ExtractionSettings(),
-        fit=FitSettings(families=("norm", "logistic")),
-        report_dir=tmp_path / "report",
-        cache_dir=cache_dir,
-        baseline_dir=tmp_path / "baselines",
-    )
-
-
 def test_extract_on_one_machine_evaluate_on_another(tmp_path, url, monkeypatch):
     """The multi-machine recipe end to end: the second 'machine' (a fresh staging folder)
     runs no forward pass and reuses the first one's fits."""
     data = load(sentences_per_pair=2)  # 128 values per sample: enough to fit
     monkeypatch.setattr(remote_cache, "default_staging", lambda _: tmp_path / "machine-a")
-    first = evidence.build("tiny-gpt2", data, _config(tmp_path, url), progress=silent)
+    first = evidence.build(
+        "tiny-gpt2",
+        data,
+        synthetic.run_config(url, tmp_path, ("tiny-gpt2",), ("norm", "logistic")),
+        progress=silent,
+    )
     fits = first.fits
     monkeypatch.setattr(remote_cache, "default_staging", lambda _: tmp_path / "machine-b")
 
@@ -123,7 +114,12 @@ def test_extract_on_one_machine_evaluate_on_another(tmp_path, url, monkeypatch):
 
     monkeypatch.setattr(extraction, "extract", forbidden)
     monkeypatch.setattr(evidence, "fit_all", forbidden)
-    second = evidence.build("tiny-gpt2", data, _config(tmp_path, url), progress=silent)
+    second = evidence.build(
+        "tiny-gpt2",
+        data,
+        synthetic.run_config(url, tmp_path, ("tiny-gpt2",), ("norm", "logistic")),
+        progress=silent,
+    )
     assert second.cache.root == tmp_path / "machine-b"
     np.testing.assert_array_equal(np.asarray(second.activations.resid), first.activations.resid)
     np.testing.assert_allclose(second.fits["loglik"], fits["loglik"])

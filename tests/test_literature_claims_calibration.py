@@ -6,6 +6,7 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from harness import synthetic
@@ -197,3 +198,25 @@ def test_too_few_pairs_is_inconclusive(tmp_path, claim):
     result = claim.evaluate(synthetic.evidence(small, acts, tmp_path))
     assert result.verdict == Verdict.INCONCLUSIVE, result.summary()
     assert "pairs" in result.notes[0]
+
+
+def test_gaussian_refits_are_cached(tmp_path, monkeypatch):
+    """A warm run reads the refits from the cache (no fit) and gives the same result."""
+    acts = synthetic.geometry_activations(
+        DATA, outlier_dims=(3, 150), outlier_scale=20.0, norm_jitter=0.0, d_model=200, seed=8
+    )
+    cold = gaussian.evaluate(_evidence(tmp_path, acts))
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a cached refit was refitted")
+
+    monkeypatch.setattr(gaussian, "rank", forbidden)
+    warm = gaussian.evaluate(_evidence(tmp_path, acts))
+    assert (warm.verdict, warm.effect, warm.ci, warm.notes) == (
+        cold.verdict,
+        cold.effect,
+        cold.ci,
+        cold.notes,
+    )
+    for name, table in cold.tables.items():
+        pd.testing.assert_frame_equal(warm.tables[name], table)
