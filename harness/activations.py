@@ -73,6 +73,8 @@ class StoredSet:
         weights = meta.get("weights_dtype")
         if weights not in (None, "float32"):
             fields["dtype"] = weights
+        if meta.get("tokens") == "all" and meta.get("reservoir") is not None:
+            fields["reservoir"] = meta["reservoir"]
         return fields
 
 
@@ -99,22 +101,41 @@ def now_utc() -> str:
 # ----------------------------------------------------------------------------- writing
 
 
+def token_rows(
+    sentences: pd.DataFrame, source_rows: np.ndarray, positions: np.ndarray
+) -> pd.DataFrame:
+    """The row table of a token-selection "all" set: per sampled token, its sentence's
+    fields, ``token_position`` and the id ``<sentence id>@<position>``."""
+    frame = sentences.reset_index(drop=True)
+    if "id" not in frame:
+        frame = frame.assign(id=[f"row{i}" for i in range(len(frame))])
+    table = frame.iloc[np.asarray(source_rows, dtype=np.int64)].reset_index(drop=True)
+    positions = np.asarray(positions, dtype=np.int64)
+    ids = [f"{i}@{p}" for i, p in zip(table["id"], positions, strict=True)]
+    return table.assign(id=ids, token_position=positions)
+
+
 def write_files(folder: Path, acts: ActivationSet, sentences: pd.DataFrame) -> dict[str, Any]:
     """Write the array, token counts and sentence table into ``folder``; return the meta
-    to pass to :func:`write_manifest` (the caller may add fields first)."""
+    to pass to :func:`write_manifest` (the caller may add fields first).
+
+    For an extraction with token selection "all" (``acts.source_rows`` set) ``sentences``
+    may be the extracted sentences; their per-token rows are written."""
+    table = sentences.reset_index(drop=True)
+    if acts.source_rows is not None and "token_position" not in table:
+        table = token_rows(table, acts.source_rows, acts.positions)
     resid = np.asarray(acts.resid)
     if resid.dtype.name not in DTYPES:
         resid = resid.astype(np.float32)
-    if resid.ndim != 3 or resid.shape[1] != len(sentences):
+    if resid.ndim != 3 or resid.shape[1] != len(table):
         raise ActivationSetError(
-            f"array of shape {resid.shape} does not fit {len(sentences)} sentences; expected "
+            f"array of shape {resid.shape} does not fit {len(table)} sentences; expected "
             "(n_layers, n_sentences, d_model)"
         )
     np.save(folder / ARRAY_NPY, resid)
     n_tokens = np.asarray(acts.n_tokens)
     np.save(folder / TOKENS, n_tokens)
-    table = sentences.reset_index(drop=True)
-    columns = [c for c in ("id", "subject", "attribute", "text") if c in table]
+    columns = [c for c in ("id", "subject", "attribute", "text", "token_position") if c in table]
     table = table[columns]
     if np.issubdtype(n_tokens.dtype, np.integer):
         table = table.assign(n_tokens=n_tokens)
@@ -186,7 +207,11 @@ def read(folder: Path | str, *, verify: bool = True, check_values: bool = True) 
         check_finite(resid, name)
     n_tokens = _n_tokens(folder, token_column, len(sentences), name)
     meta = fill_meta(meta, folder, resid, sentences)
-    acts = ActivationSet(resid, n_tokens, {k: v for k, v in meta.items() if k not in FILE_FIELDS})
+    positions = (
+        sentences["token_position"].to_numpy(np.int64) if "token_position" in sentences else None
+    )
+    meta = {k: v for k, v in meta.items() if k not in FILE_FIELDS}
+    acts = ActivationSet(resid, n_tokens, meta, positions=positions)
     return StoredSet(folder, acts, Dataset(sentences, str(folder / SENTENCES)), checksums)
 
 
@@ -350,19 +375,21 @@ def _read_sentences(path: Path, name: str) -> tuple[pd.DataFrame, list[Any] | No
         with warnings.catch_warnings():
             # A dropped duplicate would shift every later row against the array: an error.
             warnings.simplefilter("error", UserWarning)
-            data = dataset_module.load(path)
+            rows = dataset_module._read_jsonl(path)
+            # Rows of sampled tokens (token selection "all") share their sentence's text:
+            # the position is part of what makes a row a duplicate.
+            extra = ("token_position",) if any("token_position" in r for _, r in rows) else ()
+            frame = dataset_module._validate(rows, path, extra)
     except UserWarning as exc:
         raise ActivationSetError(
             f"{name}: {exc}; each row of {SENTENCES} must be one row of the array"
         ) from exc
+    except UnicodeDecodeError as exc:
+        raise ActivationSetError(f"{name}: {SENTENCES} is not valid UTF-8 ({exc})") from exc
     except DatasetError as exc:
         raise ActivationSetError(f"{name}: {exc}") from exc
-    tokens = []
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                tokens.append(json.loads(line).get("n_tokens"))
-    return data.frame, tokens if all(isinstance(t, int) for t in tokens) else None
+    tokens = [r.get("n_tokens") for _, r in rows]
+    return frame.reset_index(drop=True), tokens if all(isinstance(t, int) for t in tokens) else None
 
 
 def _check_shape(
@@ -451,5 +478,6 @@ def export(
         sentences_per_pair=sentences_per_pair,
     )
     built = evidence.build(model, data, config, progress or tqdm_bar)
-    write(out, built.activations, data.frame)
+    # The evidence's own table: for token selection "all", one row per sampled token.
+    write(out, built.activations, built.dataset.frame)
     return read(out)

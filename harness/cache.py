@@ -115,6 +115,11 @@ class Cache:
         return self._publish("activations", key, write)
 
     def get_activations(self, key: str) -> ActivationSet | None:
+        stored = self.get_activation_set(key)
+        return None if stored is None else stored.activations
+
+    def get_activation_set(self, key: str) -> activation_format.StoredSet | None:
+        """The entry with its row table (for token selection "all", one row per token)."""
         opened = self._open("activations", key)
         if opened is None:
             return None
@@ -126,9 +131,9 @@ class Cache:
 
             # Its checksums matched, so the files are as written: kept (activations are
             # expensive) for a reader that can use them, and recomputed for this run.
-            warnings.warn(f"ignoring unreadable cache entry {opened[0]}: {exc}", stacklevel=2)
+            warnings.warn(f"ignoring unreadable cache entry {opened[0]}: {exc}", stacklevel=3)
             return None
-        return stored.activations
+        return stored
 
     # Derived tables (fits, modes, ...): one CSV per entry.
     def put_table(self, kind: str, key: str, table: pd.DataFrame, meta: dict[str, Any]) -> Path:

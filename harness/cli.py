@@ -91,6 +91,9 @@ def _extract_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="new folder for the activation set")
     parser.add_argument("--dataset", default=None, help="sentences (default: shipped set)")
     parser.add_argument("--tokens", default="seed", choices=TOKEN_MODES)
+    parser.add_argument(
+        "--token-reservoir", type=int, default=64, help="token vectors kept per pair (all)"
+    )
     parser.add_argument("--processing", default="tl-compat", choices=PROCESSING_MODES)
     parser.add_argument("--dtype", default="float32", choices=DTYPES, help="weights' dtype")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
@@ -113,6 +116,7 @@ def extract_set(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             device=args.device,
             dtype=args.dtype,
+            reservoir=args.token_reservoir,
         )
         stored = activations.export(
             args.model, args.out, args.dataset, settings, args.cache_dir, args.sentences_per_pair

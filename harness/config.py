@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-TOKEN_MODES = ("seed", "last", "mean")
+TOKEN_MODES = ("seed", "last", "mean", "all")
 PROCESSING_MODES = ("tl-compat", "raw")
 CRITERIA = ("aic", "bic", "sse")
 BASELINE_MODES = ("compare", "update", "off")
@@ -28,6 +28,8 @@ class ExtractionSettings:
     dtype: str = "float32"  # the weights' dtype; activations are always stored float32
     # torch threads for the forward passes; None: every core (its share under xdist).
     threads: int | None = None
+    # --lm-tokens all: token vectors kept per (subject, attribute) pair (a uniform sample).
+    reservoir: int = 64
 
     def __post_init__(self) -> None:
         _check_choice("tokens", self.tokens, TOKEN_MODES)
@@ -37,6 +39,8 @@ class ExtractionSettings:
             raise ConfigError(f"batch size must be >= 1, got {self.batch_size}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
+        if self.reservoir < 1:
+            raise ConfigError(f"token reservoir must be >= 1, got {self.reservoir}")
         if self.device.split(":")[0] not in ("cpu", "cuda", "mps"):
             raise ConfigError(f"unknown device {self.device!r}; use cpu, cuda, cuda:N or mps")
 
@@ -49,6 +53,10 @@ class ExtractionSettings:
             # when not float32 so that existing float32 cache keys and baseline settings
             # (which hold this dict) stay byte-identical.
             fields["dtype"] = self.dtype
+        if self.tokens == "all":
+            # The sample size decides the values; the other modes ignore it, so their keys
+            # stay as they were.
+            fields["reservoir"] = self.reservoir
         return fields
 
 

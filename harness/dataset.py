@@ -139,7 +139,11 @@ def _read_seed_json(path: Path) -> list[tuple[str, dict]]:
     return rows
 
 
-def _validate(rows: list[tuple[str, dict]], path: Path) -> pd.DataFrame:
+def _validate(
+    rows: list[tuple[str, dict]], path: Path, extra: tuple[str, ...] = ()
+) -> pd.DataFrame:
+    """``extra``: non-negative integer fields every row must have, kept as columns and part
+    of the duplicate rule (an activation set's ``token_position``)."""
     if not rows:
         raise DatasetError(f"{path}: the dataset is empty")
     clean = []
@@ -148,6 +152,12 @@ def _validate(rows: list[tuple[str, dict]], path: Path) -> pd.DataFrame:
             value = row.get(column)
             if not isinstance(value, str) or not value.strip():
                 raise DatasetError(f"{where}: {column!r} must be a non-empty string, got {value!r}")
+        for column in extra:
+            value = row.get(column)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise DatasetError(
+                    f"{where}: {column!r} must be a non-negative integer, got {value!r}"
+                )
         row_id = row.get("id")
         clean.append(
             {
@@ -155,14 +165,16 @@ def _validate(rows: list[tuple[str, dict]], path: Path) -> pd.DataFrame:
                 "subject": row["subject"].strip(),
                 "attribute": row["attribute"].strip(),
                 "text": row["text"].strip(),
+                **{column: row[column] for column in extra},
             }
         )
     frame = pd.DataFrame(clean)
-    duplicated = frame.duplicated(subset=list(COLUMNS))
+    duplicated = frame.duplicated(subset=[*COLUMNS, *extra])
     if duplicated.any():
+        *first, final = ("subject", "attribute", "text", *extra)
+        same = f"{', '.join(first)} and {final}"
         warnings.warn(
-            f"{path}: dropped {int(duplicated.sum())} duplicate row(s) "
-            "(same subject, attribute and text)",
+            f"{path}: dropped {int(duplicated.sum())} duplicate row(s) (same {same})",
             stacklevel=3,
         )
         frame = frame[~duplicated]

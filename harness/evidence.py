@@ -282,7 +282,11 @@ def build(
         timings["load"] = round(time.perf_counter() - started, 2)
         started = time.perf_counter()
         acts = extraction.extract(
-            loaded, list(dataset.frame["text"]), config.extraction, progress=progress
+            loaded,
+            list(dataset.frame["text"]),
+            config.extraction,
+            progress=progress,
+            pairs=list(zip(dataset.frame["subject"], dataset.frame["attribute"], strict=True)),
         )
         timings["extract"] = round(time.perf_counter() - started, 2)
         cache.put_activations(key, acts, dataset.frame)
@@ -292,7 +296,26 @@ def build(
         acts = cache.get_activations(key) or acts
     else:
         timings["extract"] = 0.0
+    if config.extraction.tokens == "all":
+        acts, dataset = _sampled_tokens(cache, key, dataset, acts)
     return Evidence(model_name, acts, dataset, config, cache, key, timings, progress)
+
+
+def _sampled_tokens(
+    cache: Cache, key: str, dataset: Dataset, acts: ActivationSet
+) -> tuple[ActivationSet, Dataset]:
+    """Token selection "all": the evidence's table has one row per sampled token (so that
+    ``Evidence.pairs`` groups the reservoir rows by pair), the cache entry's own rows; built
+    from the extraction only where the entry could not be read back."""
+    from harness import activations
+
+    stored = cache.get_activation_set(key)
+    if stored is not None:
+        return stored.activations, stored.dataset
+    if acts.source_rows is None:
+        raise RuntimeError(f"activation cache entry {key} vanished while in use")
+    rows = activations.token_rows(dataset.frame, acts.source_rows, acts.positions)
+    return acts, Dataset(rows, dataset.source)
 
 
 def from_activation_set(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +51,11 @@ class ActivationSet:
     resid: np.ndarray  # (n_layers, n_sentences, d_model) float32, in dataset order
     n_tokens: np.ndarray  # (n_sentences,) tokens fed per sentence, BOS included
     meta: dict[str, Any] = field(default_factory=dict)
+    # Token selection "all": axis 1 holds one reservoir-sampled token per row, not one
+    # sentence; row i is token ``positions[i]`` of input sentence ``source_rows[i]`` (and
+    # ``n_tokens[i]`` is that sentence's count). None for one row per sentence.
+    source_rows: np.ndarray | None = None
+    positions: np.ndarray | None = None
 
     @property
     def n_layers(self) -> int:
@@ -86,9 +91,10 @@ def plan_tokens(tokenizer: Any, text: str, mode: str) -> TokenPlan:
     ids = (bos_id(tokenizer), *body)
     if len(ids) < 2:
         raise ExtractionError(f"sentence tokenizes to nothing: {text!r}")
-    if mode == "mean":
+    if mode in ("mean", "all"):
         # BOS is left out: it is the same token in every sentence and its residual is an
-        # attention sink whose norm would dominate the mean.
+        # attention sink whose norm would dominate the mean (and, for "all", would be one
+        # identical outlier vector per sentence among the sampled tokens).
         return TokenPlan(ids, tuple(range(1, len(ids))))
     return TokenPlan(ids, (len(ids) - 1,))
 
@@ -136,7 +142,10 @@ def extract(
     progress: ProgressFactory = tqdm_bar,
     bridge: Any = None,
     allocate: Allocate = _in_memory,
+    pairs: Sequence[Hashable] | None = None,
 ) -> ActivationSet:
+    """``pairs``: each text's (subject, attribute) pair, for token selection "all", which
+    keeps a reservoir of ``settings.reservoir`` tokens per pair (None: one pair)."""
     import torch
 
     started = time.perf_counter()
@@ -145,7 +154,11 @@ def extract(
     n_layers = int(bridge.cfg.n_layers)
     d_model = int(bridge.cfg.d_model)
     plans = [plan_tokens(loaded.tokenizer, text, settings.tokens) for text in texts]
-    out = allocate((n_layers, len(plans), d_model))
+    # Token selection "all": one output row per reservoir slot, never one per token.
+    sample = None
+    if settings.tokens == "all":
+        sample = _TokenSample.plan(plans, pairs, settings.reservoir)
+    out = allocate((n_layers, len(plans) if sample is None else sample.reservoir.total, d_model))
     # Non-finite values counted per layer as batches arrive: no second pass over `out`.
     bad = np.zeros(n_layers, dtype=np.int64)
     # Sorting by length keeps padding small; results go back to dataset order by index.
@@ -168,7 +181,10 @@ def extract(
         ):
             for batch in batches:
                 rows = [plans[i] for i in batch]
-                _run_batch(bridge, rows, batch, names, out, bad, settings.device)
+                if sample is not None:
+                    _run_sampled(bridge, plans, batch, sample, names, out, bad, settings.device)
+                else:
+                    _run_batch(bridge, rows, batch, names, out, bad, settings.device)
                 bar.update(len(batch))
     except (RuntimeError, MemoryError) as exc:
         if not is_out_of_memory(exc):
@@ -198,6 +214,8 @@ def extract(
         "seconds_forward": round(time.perf_counter() - booted, 3),
         "library_versions": library_versions(),
     }
+    if sample is not None:
+        return sample.activation_set(out, n_tokens, meta)
     return ActivationSet(out, n_tokens, meta)
 
 
@@ -256,6 +274,100 @@ def _run_batch(
             if layer == last:
                 # Nothing after the last block is needed; the final norm and the unembedding
                 # (half the compute for Gemma's 262k vocabulary) are skipped.
+                raise _Done
+            return resid
+
+        return hook
+
+    hooks = [(name, grab(layer)) for layer, name in enumerate(names)]
+    with contextlib.suppress(_Done):
+        bridge.run_with_hooks(tokens, fwd_hooks=hooks, return_type=None)
+
+
+@dataclass
+class _TokenSample:
+    """Token selection "all": the reservoir and, per output row, where its token came from."""
+
+    reservoir: Any  # harness.reservoir.Reservoir
+    pair_of: np.ndarray  # (n_sentences,) pair index of each sentence
+    source_rows: np.ndarray  # (slots,) sentence of the token in each output row
+    positions: np.ndarray  # (slots,) that token's position (BOS = 0)
+    size: int
+
+    @classmethod
+    def plan(
+        cls, plans: list[TokenPlan], pairs: Sequence[Hashable] | None, size: int
+    ) -> _TokenSample:
+        from harness import reservoir
+
+        labels = [None] * len(plans) if pairs is None else list(pairs)
+        if len(labels) != len(plans):
+            raise ValueError(f"{len(labels)} pair labels for {len(plans)} texts")
+        index: dict[Hashable, int] = {}
+        pair_of = np.array([index.setdefault(label, len(index)) for label in labels], np.int64)
+        counts = np.bincount(
+            pair_of, weights=[len(p.positions) for p in plans], minlength=len(index)
+        ).astype(np.int64)
+        # Capacities from the plans alone, before any forward pass: the array's shape.
+        sampler = reservoir.Reservoir(reservoir.capacities(counts, size))
+        slots = sampler.total
+        missing = np.full(slots, -1, dtype=np.int64)
+        return cls(sampler, pair_of, missing, missing.copy(), size)
+
+    def activation_set(
+        self, out: np.ndarray, n_tokens: np.ndarray, meta: dict[str, Any]
+    ) -> ActivationSet:
+        # Every slot is filled: a pair has at least as many candidates as slots.
+        assert (self.source_rows >= 0).all()
+        meta = {**meta, "reservoir": self.size, "n_source_sentences": len(n_tokens)}
+        rows = self.source_rows.copy()
+        return ActivationSet(out, n_tokens[rows], meta, rows, self.positions.copy())
+
+
+def _run_sampled(
+    bridge: Any,
+    plans: list[TokenPlan],
+    batch: list[int],
+    sample: _TokenSample,
+    names: list[str],
+    out: np.ndarray,
+    bad: np.ndarray,
+    device: str,
+) -> None:
+    """One batch of token selection "all": every token after BOS is a candidate, in batch
+    order; the reservoir decides which output row each kept one overwrites before the
+    forward pass (decisions depend on counts only), and each layer's hook writes just
+    those vectors, so a kept token holds its own vectors at every layer."""
+    import torch
+
+    sentence = np.repeat(np.asarray(batch, np.int64), [len(plans[i].positions) for i in batch])
+    position = np.concatenate([np.asarray(plans[i].positions, np.int64) for i in batch])
+    chosen, rows = sample.reservoir.assign(sample.pair_of[sentence])
+    if len(chosen) == 0:
+        return  # nothing of this batch is kept: no forward pass
+    sentence, position = sentence[chosen], position[chosen]
+    sample.source_rows[rows] = sentence
+    sample.positions[rows] = position
+    # Only sentences with a kept token are run; ascending rows touch a memory map in order.
+    order = np.argsort(rows)
+    rows, sentence, position = rows[order], sentence[order], position[order]
+    needed, local = np.unique(sentence, return_inverse=True)
+    width = max(len(plans[i].ids) for i in needed)
+    pad = plans[int(needed[0])].ids[0]  # right padding, as in _run_batch
+    tokens = torch.full((len(needed), width), pad, dtype=torch.long)
+    for row, i in enumerate(needed):
+        tokens[row, : len(plans[i].ids)] = torch.tensor(plans[i].ids)
+    tokens = tokens.to(device)
+    batch_index = torch.as_tensor(local, device=device)
+    token_index = torch.as_tensor(position, device=device)
+    last = len(names) - 1
+
+    def grab(layer: int) -> Any:
+        def hook(resid: Any, hook: Any) -> Any:
+            selected = resid[batch_index, token_index].float().cpu().numpy()
+            bad[layer] += int(np.count_nonzero(~np.isfinite(selected)))
+            out[layer, rows] = selected
+            if layer == last:
                 raise _Done
             return resid
 

@@ -32,6 +32,7 @@ _OPTIONS: list[tuple[str, str, str | None]] = [
     ("models", "comma-separated models: registered names, HF ids or local folders", "smollm2-135m"),
     ("dataset", "sentence dataset (.jsonl, .csv or the seed's .json); default: shipped set", None),
     ("tokens", f"token selection: {', '.join(TOKEN_MODES)}", "seed"),
+    ("token-reservoir", "token vectors kept per subject/attribute pair with --lm-tokens all", "64"),
     ("processing", f"model processing: {', '.join(PROCESSING_MODES)}", "tl-compat"),
     ("families", "distribution families: names or the sets study, core, all", "study"),
     ("criterion", "fit criterion used for verdicts: aic, bic, sse", "aic"),
@@ -144,6 +145,7 @@ def build_run_config(config: pytest.Config) -> RunConfig:
             device=get("lm_device"),
             dtype=get("lm_dtype"),
             threads=int(get("lm_threads")) if get("lm_threads") else None,
+            reservoir=int(get("lm_token_reservoir")),
         ),
         fit=FitSettings(
             families=resolve_families(get("lm_families")), criterion=get("lm_criterion")
@@ -309,7 +311,7 @@ def _baseline_settings(state: LmSession, model: str) -> dict[str, Any]:
         # A set's own sentences and extraction settings, not the run's options.
         stored = state.sets[model]
         settings = state.config.baseline_settings(stored.dataset.sha256)
-        for name in ("tokens", "processing", "dtype"):
+        for name in ("tokens", "processing", "dtype", "reservoir"):
             settings.pop(name, None)
         return {**settings, **stored.extraction_fields()}
     assert state.dataset is not None

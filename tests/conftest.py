@@ -19,12 +19,26 @@ def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_models(shared_cache: Path) -> dict:
+def _tiny_pristine(shared_cache: Path) -> dict:
     from harness import models
 
     return {
         name: models.load(models.resolve(name), shared_cache)
         for name in ("tiny-gpt2", "tiny-pythia")
+    }
+
+
+@pytest.fixture
+def tiny_models(_tiny_pristine: dict) -> dict:
+    """Each test's own copy: booting TransformerLens' bridge wraps the Hugging Face model's
+    modules in place, and a model booted twice computes float-noise different activations,
+    which made results depend on which tests ran before."""
+    import copy
+    import dataclasses
+
+    return {
+        name: dataclasses.replace(loaded, hf_model=copy.deepcopy(loaded.hf_model))
+        for name, loaded in _tiny_pristine.items()
     }
 
 

@@ -62,9 +62,7 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
     slopes = slopes[np.isfinite(slopes)]
     boot = bootstrap_mean(slopes, seed=evidence.seed)
     lo, hi = boot.confidence_interval
-    verdict = (
-        Verdict.SUPPORTED if lo > 0 else Verdict.REFUTED if hi < 0 else Verdict.INCONCLUSIVE
-    )
+    verdict = Verdict.SUPPORTED if lo > 0 else Verdict.REFUTED if hi < 0 else Verdict.INCONCLUSIVE
     per_layer = table.groupby("layer")["log_kurtosis"].mean()
     first, last = np.exp(per_layer.iloc[0]), np.exp(per_layer.iloc[-1])
     notes = (
