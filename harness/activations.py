@@ -115,12 +115,15 @@ def token_rows(
     return table.assign(id=ids, token_position=positions)
 
 
-def write_files(folder: Path, acts: ActivationSet, sentences: pd.DataFrame) -> dict[str, Any]:
+def write_files(
+    folder: Path, acts: ActivationSet, sentences: pd.DataFrame, in_place: bool = False
+) -> dict[str, Any]:
     """Write the array, token counts and sentence table into ``folder``; return the meta
     to pass to :func:`write_manifest` (the caller may add fields first).
 
     For an extraction with token selection "all" (``acts.source_rows`` set) ``sentences``
-    may be the extracted sentences; their per-token rows are written."""
+    may be the extracted sentences; their per-token rows are written. ``in_place``: the
+    array was filled straight into ``folder``'s array file (``acts.resid`` maps it)."""
     table = sentences.reset_index(drop=True)
     if acts.source_rows is not None and "token_position" not in table:
         table = token_rows(table, acts.source_rows, acts.positions)
@@ -132,7 +135,8 @@ def write_files(folder: Path, acts: ActivationSet, sentences: pd.DataFrame) -> d
             f"array of shape {resid.shape} does not fit {len(table)} sentences; expected "
             "(n_layers, n_sentences, d_model)"
         )
-    np.save(folder / ARRAY_NPY, resid)
+    if not (in_place and (folder / ARRAY_NPY).is_file()):
+        np.save(folder / ARRAY_NPY, resid)
     n_tokens = np.asarray(acts.n_tokens)
     np.save(folder / TOKENS, n_tokens)
     columns = [c for c in ("id", "subject", "attribute", "text", "token_position") if c in table]

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from harness import activations as activation_format
-from harness.extraction import ActivationSet
+from harness.array_file import NpyFile
+from harness.extraction import ActivationSet, Allocate
 
 # One format for cache entries and exported sets (harness/activations.py).
 FORMAT_VERSION = activation_format.FORMAT_VERSION
@@ -113,6 +115,31 @@ class Cache:
             return activation_format.write_files(folder, acts, sentences)
 
         return self._publish("activations", key, write)
+
+    def put_extracted(
+        self,
+        key: str,
+        sentences: pd.DataFrame,
+        extract: Callable[[Allocate, Callable[[], None]], ActivationSet],
+    ) -> ActivationSet:
+        """Publish an extraction that writes straight into the entry's array file.
+
+        ``extract(allocate, after_batch)`` must fill the array ``allocate(shape)`` returns
+        and call ``after_batch()`` after each batch: the written pages then leave RAM, so
+        memory does not grow with the number of sentences, and an interrupted extraction
+        leaves only a temporary entry, which the next run sweeps away.
+        """
+        produced: list[ActivationSet] = []
+
+        def write(folder: Path) -> dict[str, Any]:
+            target = NpyFile(folder / activation_format.ARRAY_NPY)
+            acts = extract(target.allocate, target.release)
+            target.flush()
+            produced.append(acts)
+            return activation_format.write_files(folder, acts, sentences, in_place=True)
+
+        self._publish("activations", key, write)
+        return produced[0]
 
     def get_activations(self, key: str) -> ActivationSet | None:
         stored = self.get_activation_set(key)

@@ -281,18 +281,23 @@ def build(
         loaded = models.load(spec, cache.root, config.extraction.dtype)
         timings["load"] = round(time.perf_counter() - started, 2)
         started = time.perf_counter()
-        acts = extraction.extract(
-            loaded,
-            list(dataset.frame["text"]),
-            config.extraction,
-            progress=progress,
-            pairs=list(zip(dataset.frame["subject"], dataset.frame["attribute"], strict=True)),
-        )
+
+        def run(allocate: extraction.Allocate, after_batch: Callable[[], None]) -> ActivationSet:
+            return extraction.extract(
+                loaded,
+                list(dataset.frame["text"]),
+                config.extraction,
+                progress=progress,
+                allocate=allocate,
+                after_batch=after_batch,
+                pairs=list(zip(dataset.frame["subject"], dataset.frame["attribute"], strict=True)),
+            )
+
+        # Written into the cache entry batch by batch: RAM does not grow with sentences.
+        acts = cache.put_extracted(key, dataset.frame, run)
         timings["extract"] = round(time.perf_counter() - started, 2)
-        cache.put_activations(key, acts, dataset.frame)
         del loaded
-        # Continue from the published (memory-mapped) entry: the in-memory array, which
-        # grows with the number of sentences, is freed before the fits.
+        # Continue from the published entry, read like any cached one.
         acts = cache.get_activations(key) or acts
     else:
         timings["extract"] = 0.0

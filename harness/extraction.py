@@ -143,9 +143,13 @@ def extract(
     bridge: Any = None,
     allocate: Allocate = _in_memory,
     pairs: Sequence[Hashable] | None = None,
+    after_batch: Callable[[], None] | None = None,
 ) -> ActivationSet:
     """``pairs``: each text's (subject, attribute) pair, for token selection "all", which
-    keeps a reservoir of ``settings.reservoir`` tokens per pair (None: one pair)."""
+    keeps a reservoir of ``settings.reservoir`` tokens per pair (None: one pair).
+    ``allocate``: makes the output array (a cache hands out a file-backed one);
+    ``after_batch``: called after each batch's rows are written (the cache drops their
+    pages from RAM there)."""
     import torch
 
     started = time.perf_counter()
@@ -185,6 +189,8 @@ def extract(
                     _run_sampled(bridge, plans, batch, sample, names, out, bad, settings.device)
                 else:
                     _run_batch(bridge, rows, batch, names, out, bad, settings.device)
+                if after_batch is not None:
+                    after_batch()
                 bar.update(len(batch))
     except (RuntimeError, MemoryError) as exc:
         if not is_out_of_memory(exc):
