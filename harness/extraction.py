@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import weakref
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,10 @@ Allocate = Callable[[tuple[int, int, int]], np.ndarray]
 
 def _in_memory(shape: tuple[int, int, int]) -> np.ndarray:
     return np.empty(shape, dtype=np.float32)
+
+
+# Hugging Face model -> the processing it was booted with (weak: models are freed as usual).
+_BOOTED: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
 
 class _Done(Exception):
@@ -105,6 +110,16 @@ def boot(loaded: LoadedModel, settings: ExtractionSettings) -> Any:
 
     name = loaded.spec.hf_id or loaded.spec.name
     check_device(settings.device)
+    # The bridge wraps the Hugging Face modules in place, and compatibility mode's
+    # processing stays with them: a "raw" boot after a "tl-compat" one gave processed
+    # activations (0.003 off). Same processing again is allowed (float noise, ~1e-8).
+    earlier = _BOOTED.get(loaded.hf_model)
+    if earlier is not None and earlier != settings.processing:
+        raise ExtractionError(
+            f"{loaded.spec.name!r} was booted with processing {earlier!r} already, which "
+            f"changed the model in place; load it again (harness.models.load) to use "
+            f"processing {settings.processing!r}"
+        )
     try:
         bridge = TransformerBridge.boot_transformers(
             name, hf_model=loaded.hf_model, tokenizer=loaded.tokenizer, device=settings.device
@@ -123,6 +138,7 @@ def boot(loaded: LoadedModel, settings: ExtractionSettings) -> Any:
         ) from exc
     if settings.processing == "tl-compat":
         bridge.enable_compatibility_mode(disable_warnings=True)
+    _BOOTED[loaded.hf_model] = settings.processing
     return bridge
 
 

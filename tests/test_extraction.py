@@ -84,3 +84,14 @@ def test_non_finite_activations_name_the_layer():
     resid[1, 0, 2] = np.nan
     with pytest.raises(extraction.ExtractionError, match="layer 1"):
         extraction._check_finite(resid, "m")
+
+
+def test_a_model_booted_with_one_processing_refuses_another(tiny_models):
+    """Booting wraps and processes the Hugging Face model in place: a later boot with other
+    processing would silently get the first one's (0.003 off on tiny-gpt2)."""
+    lm = tiny_models["tiny-gpt2"]
+    compat = extraction.extract(lm, TEXTS[:2], ExtractionSettings(), progress=silent)
+    again = extraction.extract(lm, TEXTS[:2], ExtractionSettings(), progress=silent)
+    np.testing.assert_allclose(again.resid, compat.resid, atol=1e-6, rtol=0)
+    with pytest.raises(extraction.ExtractionError, match="load it again"):
+        extraction.extract(lm, TEXTS[:2], ExtractionSettings(processing="raw"), progress=silent)
