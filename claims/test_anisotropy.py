@@ -80,7 +80,7 @@ SPEC = ClaimSpec(
 
 def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
     th = spec.thresholds
-    resid = evidence.activations.resid
+    resid = evidence.resid
     n_layers, n, d_model = resid.shape
     frame = evidence.dataset.frame.reset_index(drop=True)
     subjects = frame["subject"].to_numpy()

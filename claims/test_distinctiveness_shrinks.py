@@ -94,7 +94,7 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
         )
     boots = {
         variant: similarity.bootstrap_distinctiveness(
-            evidence.activations.resid,
+            evidence.resid,
             subject,
             attribute,
             variant,

@@ -87,7 +87,7 @@ def _winner(x: np.ndarray, seed: int) -> str | None:
 def _refits(evidence: Evidence, take: int, k: int) -> pd.DataFrame:
     """Per (layer, chosen pair): the AIC winners before and after removing the ``k``
     highest-energy dimensions of the layer, and the excess kurtosis of both samples."""
-    resid = evidence.activations.resid
+    resid = evidence.resid
     n_layers, _, d_model = resid.shape
     pairs = evidence.pairs
     # The fitted pairs are a subsample of what is measured, not a resample: a fixed seed, so
@@ -129,7 +129,7 @@ def _refits(evidence: Evidence, take: int, k: int) -> pd.DataFrame:
 
 def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
     th = spec.thresholds
-    resid = evidence.activations.resid
+    resid = evidence.resid
     n_layers, _, d_model = resid.shape
     pairs = evidence.pairs
     name = "Gaussian share after removing outlier dimensions"

@@ -153,7 +153,7 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
             ),
         )
 
-    resid = evidence.activations.resid
+    resid = evidence.resid
     chosen = chosen_layers(evidence.n_layers, int(th["n_layers"]))
     # A layer whose sentences all share one vector has no density to fit: left out, said.
     flat = [int(li) for li in chosen if not np.any(np.ptp(np.asarray(resid[li]), axis=0) > 0)]
@@ -349,7 +349,7 @@ def _run_fold(
     out = {f"{prefix}.sizes": sizes, f"{prefix}.negatives": negatives} | {
         f"{prefix}.positives{ti}": pos for ti, pos in positives.items()
     }
-    resid = evidence.activations.resid
+    resid = evidence.resid
     for li, layer in enumerate(layers):
         block = np.asarray(resid[layer], dtype=np.float64)
         projection = anomaly.split_projection(block[rotation], block[train])

@@ -84,7 +84,7 @@ SPEC = ClaimSpec(
 
 def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
     th = spec.thresholds
-    resid = evidence.activations.resid
+    resid = evidence.resid
     n_layers, n, d_model = resid.shape
     n_pairs = len(evidence.pairs)
     name = "number of outlier dimensions"

@@ -60,7 +60,7 @@ SPEC = ClaimSpec(
 
 def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
     th = spec.thresholds
-    resid = evidence.activations.resid
+    resid = evidence.resid
     n_layers = resid.shape[0]
     n_pairs = len(evidence.pairs)
     norms = np.stack(

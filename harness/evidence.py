@@ -68,11 +68,19 @@ class Evidence:
         return labels
 
     def layer(self, layer: int) -> np.ndarray:
-        """One layer's activations, (n_sentences, d_model) float32, in memory (the last one
-        read is kept: samples and values walk the layers in order)."""
+        """One layer's activations, (n_sentences, d_model) float32, in memory and read-only
+        (the last one read is kept: samples and values walk the layers in order)."""
         if self._kept_layer is None or self._kept_layer[0] != layer:
-            self._kept_layer = (layer, _read_layer(self.activations.resid, layer))
+            block = _read_layer(self.activations.resid, layer)
+            block.flags.writeable = False  # shared by every caller until the next layer
+            self._kept_layer = (layer, block)
         return self._kept_layer[1]
+
+    @property
+    def resid(self) -> LayerStack:
+        """The activations for statistics that loop over layers (``resid[layer]``): each
+        layer read on its own, so memory holds one layer, not the whole set."""
+        return LayerStack(self)
 
     def samples(self) -> Iterator[tuple[int, int, np.ndarray]]:
         """(layer, pair, pooled values): all coordinates of all the pair's sentences."""
@@ -207,6 +215,34 @@ def _rank_one(
             ]
         )
     return table.assign(layer=layer, pair=pair, n=len(x))
+
+
+class LayerStack:
+    """(n_layers, n_sentences, d_model) activations indexed one layer at a time.
+
+    ``stack[layer]`` is a read-only in-memory copy of that layer (``Evidence.layer``).
+    Reading layers through the set's own long-lived memory map instead leaves every page
+    read in the process's RSS, so a statistic looping over the layers ended up holding the
+    whole set (peak RSS grew with the number of sentences: 1.16 GB at 4x the dataset).
+    """
+
+    ndim = 3
+
+    def __init__(self, evidence: Evidence) -> None:
+        self._evidence = evidence
+        self.shape: tuple[int, int, int] = tuple(evidence.activations.resid.shape)  # type: ignore[assignment]
+        self.dtype = evidence.activations.resid.dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, layer: int) -> np.ndarray:
+        if isinstance(layer, bool) or not isinstance(layer, int | np.integer):
+            raise TypeError(f"index one layer at a time, got {layer!r}")
+        index = int(layer) + (self.shape[0] if layer < 0 else 0)
+        if not 0 <= index < self.shape[0]:
+            raise IndexError(f"layer {layer} of {self.shape[0]}")
+        return self._evidence.layer(index)
 
 
 def _read_layer(resid: np.ndarray, layer: int) -> np.ndarray:

@@ -109,3 +109,50 @@ def test_extraction_writes_batches_into_the_cache_entry(tmp_path, tiny_models, m
     np.testing.assert_array_equal(np.asarray(built.activations.resid), fresh.resid)
     assert isinstance(built.activations.resid, np.memmap)  # read back from the entry
     assert not list((tmp_path / "cache" / "activations").glob(".*tmp*"))
+
+
+def _mapped_evidence(tmp_path, n_layers=6, per_pair=64, d_model=1024):
+    """Evidence over a memory-mapped 6 x 4096 x 1024 float32 set (96 MB), built without
+    touching the array (a checksum or sum would make every page resident first)."""
+    from harness import synthetic
+    from harness.cache import Cache
+    from harness.extraction import ActivationSet
+
+    data = synthetic.dataset(n_subjects=8, n_attributes=8, per_pair=per_pair)
+    shape = (n_layers, len(data), d_model)
+    rows = np.arange(len(data), dtype=np.float32)[:, None] + np.zeros(d_model, np.float32)
+    writer = np.lib.format.open_memmap(tmp_path / "r.npy", "w+", np.float32, shape)
+    for layer in range(n_layers):
+        writer[layer] = rows + layer
+    writer.flush()
+    del writer
+    acts = ActivationSet(np.load(tmp_path / "r.npy", mmap_mode="r"), np.full(len(data), 8), {})
+    config = synthetic.run_config(tmp_path / "cache", tmp_path)
+    return evidence.Evidence("m", acts, data, config, Cache(tmp_path / "cache"), "k")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux's /proc")
+def test_evidence_resid_holds_one_layer_not_the_set(tmp_path):
+    built = _mapped_evidence(tmp_path)
+    stack = built.resid
+    assert stack.shape == (6, 4096, 1024) and len(stack) == 6 and np.ndim(stack) == 3
+    before = _rss_file_mb()
+    for layer in range(6):
+        assert float(stack[layer][5, 0]) == 5 + layer
+    assert _rss_file_mb() - before < 24, "layers read through Evidence.resid stayed resident"
+    mapped = built.activations.resid
+    for layer in range(6):  # the control: the set's own long-lived map keeps what it read
+        np.array(mapped[layer])
+    assert _rss_file_mb() - before > 80, "the measurement cannot see resident pages"
+
+
+def test_evidence_resid_indexing(tmp_path):
+    built = _mapped_evidence(tmp_path, n_layers=3, per_pair=1, d_model=4)
+    stack = built.resid
+    np.testing.assert_array_equal(stack[-1], np.asarray(built.activations.resid[2]))
+    with pytest.raises(ValueError):
+        stack[0][0, 0] = 1.0  # shared with other readers: read-only
+    with pytest.raises(IndexError):
+        stack[3]
+    with pytest.raises(TypeError):
+        stack[:, 0]

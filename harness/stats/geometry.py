@@ -14,8 +14,10 @@ import numpy as np
 
 
 def _check_resid(resid: np.ndarray) -> np.ndarray:
-    x = np.asarray(resid)
-    if x.ndim != 3 or min(x.shape) < 1:
+    # Anything with a shape and [layer] (an array, a memmap, Evidence.resid) is read one
+    # layer at a time below; nested lists become an array.
+    x = resid if hasattr(resid, "shape") else np.asarray(resid)
+    if len(x.shape) != 3 or min(x.shape) < 1:
         raise ValueError(f"residuals must be (n_layers, n_sentences, d_model), got {x.shape}")
     return x
 
