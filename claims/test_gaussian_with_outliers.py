@@ -154,7 +154,7 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
         "removed_dims": k,
         "families": FAMILIES,
         "engine": ENGINE_VERSION,
-        "code": source_fingerprint(_refits, _winner, top_energy_dims),
+        "code": source_fingerprint(_refits, top_energy_dims),
     }
     table = evidence.cached_table("gaussian-refits", fields, lambda: _refits(evidence, take, k))
     usable = table.dropna(subset=["winner_after"])

@@ -174,7 +174,9 @@ class Cache:
         opened = self._open(kind, key)
         if opened is None:
             return None
-        return pd.read_csv(opened[0] / "table.csv")
+        # Only an empty field is missing (how to_csv writes NaN): a subject called "NA" or
+        # "null" stays a string.
+        return pd.read_csv(opened[0] / "table.csv", keep_default_na=False, na_values=[""])
 
     # Derived arrays (a claim's intermediate results): one uncompressed .npz per entry.
     def put_arrays(
@@ -196,9 +198,13 @@ class Cache:
 
 
 def source_fingerprint(*objects: Any) -> str:
-    """A hash of the source code of ``objects`` (functions, modules): a key field that
-    retires an entry when the code computing it changes, without anyone bumping a version."""
+    """A hash of the source files defining ``objects`` (functions, classes, modules): a key
+    field that retires an entry when the code computing it, or any helper in its files,
+    changes, without anyone bumping a version."""
     import inspect
 
-    text = "\n".join(inspect.getsource(obj) for obj in objects)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    files = sorted({inspect.getsourcefile(obj) or "" for obj in objects})
+    digest = hashlib.sha256()
+    for name in files:
+        digest.update(Path(name).read_bytes())
+    return digest.hexdigest()[:16]

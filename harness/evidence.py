@@ -118,8 +118,9 @@ class Evidence:
             return cached
         started = time.perf_counter()
         table = compute()
-        if "pair" in table.columns:
-            table = table.merge(self.pairs[["pair", "subject", "attribute"]], on="pair")
+        missing = [c for c in ("subject", "attribute") if c not in table.columns]
+        if "pair" in table.columns and missing:
+            table = table.merge(self.pairs[["pair", *missing]], on="pair")
         self.timings[kind] = round(time.perf_counter() - started, 2)
         self.cache.put_table(kind, key, table, {"model": self.model})
         return table

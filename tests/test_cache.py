@@ -87,14 +87,23 @@ def test_cached_arrays_are_computed_once_per_key(tmp_path):
     assert len(calls) == 3  # other activations, other entry
 
 
-def test_source_fingerprint_follows_the_code():
+def test_source_fingerprint_follows_the_code(tmp_path, monkeypatch):
+    import importlib
+
     from harness.cache import source_fingerprint
 
-    def f():
-        return 1
-
-    def g():
-        return 2
-
-    assert source_fingerprint(f) == source_fingerprint(f)
-    assert source_fingerprint(f) != source_fingerprint(g)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "fp_a.py").write_text(
+        "def f():\n    return helper()\n\n\ndef helper():\n    return 1\n"
+    )
+    (tmp_path / "fp_b.py").write_text("def g():\n    return 2\n")
+    a, b = importlib.import_module("fp_a"), importlib.import_module("fp_b")
+    first = source_fingerprint(a.f)
+    assert first == source_fingerprint(a.helper) == source_fingerprint(a)  # per file
+    assert source_fingerprint(a.f) != source_fingerprint(b.g)
+    assert source_fingerprint(a.f, b.g) == source_fingerprint(b.g, a.f)
+    # A helper's edit (not the function named) retires the entry too.
+    (tmp_path / "fp_a.py").write_text(
+        "def f():\n    return helper()\n\n\ndef helper():\n    return 3\n"
+    )
+    assert source_fingerprint(a.f) != first
