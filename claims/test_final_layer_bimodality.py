@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from harness.cache import source_fingerprint
 from harness.claim import ClaimResult, ClaimSpec, Verdict, claim_test
 from harness.evidence import Evidence
 from harness.stats import modes
@@ -340,12 +339,7 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
         )
 
     # Seed-independent, so cached: a warm run reads it (KDEs of every sample, ~10 s).
-    fields = {
-        "claim": spec.id,
-        "version": spec.version,
-        "thresholds": spec.thresholds,
-        "code": source_fingerprint(sample_table, modes),
-    }
+    fields = spec.cache_fields(sample_table, modes)
     samples = evidence.cached_table(
         "bimodality-samples", fields, lambda: sample_table(evidence, spec)
     )

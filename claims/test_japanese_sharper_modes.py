@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from harness.cache import source_fingerprint
 from harness.claim import ClaimResult, ClaimSpec, Verdict, claim_test
 from harness.evidence import Evidence
 from harness.extraction import seed_prefix
@@ -329,12 +328,7 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
         )
 
     # Seed-independent, so cached: a warm run reads it (KDEs of every sample, ~10 s).
-    fields = {
-        "claim": spec.id,
-        "version": spec.version,
-        "thresholds": spec.thresholds,
-        "code": source_fingerprint(sample_scores, modes),
-    }
+    fields = spec.cache_fields(sample_scores, modes)
     scores = evidence.cached_table(
         "japanese-samples", fields, lambda: sample_scores(evidence, spec)
     )

@@ -70,6 +70,19 @@ class ClaimSpec:
                 f"got {self.needs!r}"
             )
 
+    def cache_fields(self, *code: object) -> dict[str, object]:
+        """Key fields for a table this claim caches with ``Evidence.cached_table``: its id,
+        version, thresholds and ``source_fingerprint`` of ``code`` (the functions or modules
+        computing it), so that any of these changing retires the cached entry."""
+        from harness.cache import source_fingerprint
+
+        return {
+            "claim": self.id,
+            "version": self.version,
+            "thresholds": dict(self.thresholds),
+            "code": source_fingerprint(*code),
+        }
+
     def result(
         self,
         model: str,
