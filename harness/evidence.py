@@ -112,32 +112,35 @@ class Evidence:
         depend on ``--lm-seed`` belongs in a cached table. A table with a ``pair`` column
         gains the pair's subject and attribute.
         """
-        key = self._key(fields)
-        cached = self.cache.get_table(kind, key)
-        if cached is not None:
-            return cached
-        started = time.perf_counter()
-        table = compute()
-        missing = [c for c in ("subject", "attribute") if c not in table.columns]
-        if "pair" in table.columns and missing:
-            table = table.merge(self.pairs[["pair", *missing]], on="pair")
-        self.timings[kind] = round(time.perf_counter() - started, 2)
-        self.cache.put_table(kind, key, table, {"model": self.model})
-        return table
+
+        def labelled() -> pd.DataFrame:
+            table = compute()
+            missing = [c for c in ("subject", "attribute") if c not in table.columns]
+            if "pair" in table.columns and missing:
+                table = table.merge(self.pairs[["pair", *missing]], on="pair")
+            return table
+
+        return self._cached(kind, fields, labelled, self.cache.get_table, self.cache.put_table)
 
     def cached_arrays(
         self, kind: str, fields: dict[str, Any], compute: Callable[[], dict[str, np.ndarray]]
     ) -> dict[str, np.ndarray]:
         """Like ``cached_table``, for named numeric arrays (a claim's intermediate results)."""
+        return self._cached(kind, fields, compute, self.cache.get_arrays, self.cache.put_arrays)
+
+    def _cached(
+        self, kind: str, fields: dict[str, Any], compute: Callable[[], Any], get: Any, put: Any
+    ) -> Any:
+        """``get`` the entry under its key, or ``compute``, time and ``put`` it."""
         key = self._key(fields)
-        cached = self.cache.get_arrays(kind, key)
+        cached = get(kind, key)
         if cached is not None:
             return cached
         started = time.perf_counter()
-        arrays = compute()
+        value = compute()
         self.timings[kind] = round(time.perf_counter() - started, 2)
-        self.cache.put_arrays(kind, key, arrays, {"model": self.model})
-        return arrays
+        put(kind, key, value, {"model": self.model})
+        return value
 
     @functools.cached_property
     def fits(self) -> pd.DataFrame:

@@ -284,15 +284,37 @@ def _run_batch(
     # Sorted rows make the scatter into a memory-mapped `out` touch pages in order.
     index = np.asarray(rows)
 
+    _forward(
+        bridge,
+        tokens,
+        names,
+        lambda resid: torch.einsum("bp,bpd->bd", weights, resid.float()),
+        out,
+        index,
+        bad,
+    )
+
+
+def _forward(
+    bridge: Any,
+    tokens: Any,
+    names: list[str],
+    select: Callable[[Any], Any],
+    out: np.ndarray,
+    rows: np.ndarray,
+    bad: np.ndarray,
+) -> None:
+    """One forward pass: at each block's output, ``select(resid)`` (one vector per output
+    row, in float32) is written to ``out[layer, rows]`` and its non-finite values counted."""
     last = len(names) - 1
 
     def grab(layer: int) -> Any:
         def hook(resid: Any, hook: Any) -> Any:
             # Half-precision weights: the selection is made in float32, and the statistics
             # later read float32 values on the CPU, whatever the model ran in.
-            selected = torch.einsum("bp,bpd->bd", weights, resid.float()).cpu().numpy()
+            selected = select(resid).float().cpu().numpy()
             bad[layer] += int(np.count_nonzero(~np.isfinite(selected)))
-            out[layer, index] = selected
+            out[layer, rows] = selected
             if layer == last:
                 # Nothing after the last block is needed; the final norm and the unembedding
                 # (half the compute for Gemma's 262k vocabulary) are skipped.
@@ -382,22 +404,7 @@ def _run_sampled(
     tokens = tokens.to(device)
     batch_index = torch.as_tensor(local, device=device)
     token_index = torch.as_tensor(position, device=device)
-    last = len(names) - 1
-
-    def grab(layer: int) -> Any:
-        def hook(resid: Any, hook: Any) -> Any:
-            selected = resid[batch_index, token_index].float().cpu().numpy()
-            bad[layer] += int(np.count_nonzero(~np.isfinite(selected)))
-            out[layer, rows] = selected
-            if layer == last:
-                raise _Done
-            return resid
-
-        return hook
-
-    hooks = [(name, grab(layer)) for layer, name in enumerate(names)]
-    with contextlib.suppress(_Done):
-        bridge.run_with_hooks(tokens, fwd_hooks=hooks, return_type=None)
+    _forward(bridge, tokens, names, lambda resid: resid[batch_index, token_index], out, rows, bad)
 
 
 def _check_finite(counts: np.ndarray, model: str, dtype: str = "float32") -> None:
