@@ -2,6 +2,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -43,6 +44,25 @@ def tiny_models(_tiny_pristine: dict) -> dict:
 
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def claim_module(name: str, prefix: str = "claim") -> ModuleType:
+    """A built-in claim's module, ``claims/test_<name>.py``, imported apart from pytest's
+    collected copy, so its ``evaluate`` and helpers can be called on synthetic evidence."""
+    from harness import registry
+
+    return registry.import_file(ROOT / "claims" / f"test_{name}.py", f"{prefix}_{name}")
+
+
+def assert_same_result(warm, cold) -> None:
+    """A warm (cached) ClaimResult reports exactly what the cold one did."""
+    import pandas as pd
+
+    fields = ("verdict", "effect", "ci", "pvalue", "notes")
+    assert [getattr(warm, f) for f in fields] == [getattr(cold, f) for f in fields]
+    assert warm.tables.keys() == cold.tables.keys()
+    for name, table in cold.tables.items():
+        pd.testing.assert_frame_equal(warm.tables[name], table)
 
 
 def make_project(

@@ -1,9 +1,6 @@
 """The distinctiveness-shrinks claim on planted truths: structure that decays with depth is
 SUPPORTED, constant structure is not, and a planted dominant attribute ranks first."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,11 +10,9 @@ from harness.claim import Verdict
 from harness.dataset import Dataset
 from harness.extraction import ActivationSet
 from harness.synthetic import planted_cells as planted
+from tests.conftest import claim_module
 
-_path = Path(__file__).resolve().parents[1] / "claims" / "test_distinctiveness_shrinks.py"
-_spec = importlib.util.spec_from_file_location("claim_distinctiveness", _path)
-claim = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(claim)
+claim = claim_module("distinctiveness_shrinks")
 
 ATTRIBUTES = [
     "in english",

@@ -4,7 +4,6 @@ A claim may give up on such data, but never with a silent NaN: a non-finite effe
 or p-value comes with an INCONCLUSIVE / NOT_APPLICABLE verdict and a note, and the report
 never prints "nan" or "inf"."""
 
-import importlib.util
 import math
 import re
 from collections.abc import Callable
@@ -16,6 +15,7 @@ import pytest
 from harness import report, synthetic
 from harness.claim import ClaimResult, Verdict
 from harness.extraction import ActivationSet
+from tests.conftest import claim_module
 
 CLAIMS = Path(__file__).resolve().parents[1] / "claims"
 NAMES = sorted(p.stem.removeprefix("test_") for p in CLAIMS.glob("test_*.py"))
@@ -24,10 +24,7 @@ SILENT_NAN = re.compile(r"\b(nan|inf)\b", re.IGNORECASE)
 
 
 def _claim(name: str):
-    spec = importlib.util.spec_from_file_location(f"edge_claim_{name}", CLAIMS / f"test_{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return claim_module(name, "edge_claim")
 
 
 def _constant_dims(resid: np.ndarray) -> None:

@@ -5,8 +5,6 @@ confounds; its randomization test keeps its level on skewed scores. Samples: 8 s
 4 attributes x 5 sentences x 96 coordinates x 5 layers."""
 
 import dataclasses
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,11 +13,9 @@ import pytest
 from harness import synthetic
 from harness.claim import Verdict
 from harness.config import ExtractionSettings
+from tests.conftest import claim_module
 
-_path = Path(__file__).resolve().parents[1] / "claims" / "test_japanese_sharper_modes.py"
-_spec = importlib.util.spec_from_file_location("claim_japanese_sharper_modes", _path)
-claim = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(claim)
+claim = claim_module("japanese_sharper_modes")
 
 JA = "in japanese"
 OTHERS = ("in english", "in spanish", "in all lower case")

@@ -2,31 +2,18 @@
 outliers) on planted truths: each fires on its planted effect and not on a null, and its
 other branches are reachable."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
-import pandas as pd
 import pytest
 
 from harness import synthetic
 from harness.claim import Verdict
 from harness.extraction import ActivationSet
+from tests.conftest import assert_same_result, claim_module
 
-CLAIMS = Path(__file__).resolve().parents[1] / "claims"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"claim_{name}", CLAIMS / f"test_{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-growth = _load("residual_norm_growth")
-outliers = _load("outlier_dimensions")
-anisotropy = _load("anisotropy")
-gaussian = _load("gaussian_with_outliers")
+growth = claim_module("residual_norm_growth")
+outliers = claim_module("outlier_dimensions")
+anisotropy = claim_module("anisotropy")
+gaussian = claim_module("gaussian_with_outliers")
 
 # 20 pairs of 5 sentences: enough clusters for a pair bootstrap, small enough to be quick.
 DATA = synthetic.dataset(n_subjects=5, n_attributes=4, per_pair=5)
@@ -212,11 +199,4 @@ def test_gaussian_refits_are_cached(tmp_path, monkeypatch):
 
     monkeypatch.setattr(gaussian, "rank", forbidden)
     warm = gaussian.evaluate(_evidence(tmp_path, acts))
-    assert (warm.verdict, warm.effect, warm.ci, warm.notes) == (
-        cold.verdict,
-        cold.effect,
-        cold.ci,
-        cold.notes,
-    )
-    for name, table in cold.tables.items():
-        pd.testing.assert_frame_equal(warm.tables[name], table)
+    assert_same_result(warm, cold)

@@ -1,20 +1,15 @@
 """The logistic-dominance statistic on planted truths: it fires on logistic data, it does
 not fire on Gaussian data, and a half/half mixture of pairs is not called supported."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from harness import synthetic
 from harness.claim import Verdict
 from harness.stats.inference import cluster_bootstrap_share
+from tests.conftest import claim_module
 
-_path = Path(__file__).resolve().parents[1] / "claims" / "test_logistic_dominance.py"
-_spec = importlib.util.spec_from_file_location("claim_logistic_dominance", _path)
-claim = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(claim)
+claim = claim_module("logistic_dominance")
 
 DATA = synthetic.dataset(n_subjects=4, n_attributes=3, per_pair=4)
 

@@ -9,9 +9,6 @@ Sizes: 12 pairs (4 subjects x 3 attributes), 6-8 sentences, 128-256 coordinates,
 bench/calibrate_modes.py measures power and false-positive rates over many datasets.
 """
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -19,18 +16,10 @@ from harness import synthetic
 from harness.claim import Verdict
 from harness.extraction import ActivationSet
 from harness.stats.inference import bootstrap_mean, cluster_slopes
+from tests.conftest import claim_module
 
-
-def _load(name):
-    path = Path(__file__).resolve().parents[1] / "claims" / f"test_{name}.py"
-    spec = importlib.util.spec_from_file_location(f"claim_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bimodality = _load("final_layer_bimodality")
-left_modes = _load("left_modes_decline")
+bimodality = claim_module("final_layer_bimodality")
+left_modes = claim_module("left_modes_decline")
 
 BI_DATA = synthetic.dataset(n_subjects=4, n_attributes=3, per_pair=6)
 LEFT_DATA = synthetic.dataset(n_subjects=4, n_attributes=3, per_pair=8)

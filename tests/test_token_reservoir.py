@@ -1,6 +1,5 @@
 """Token selection ``all``: per-pair streaming reservoir sampling of token vectors."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from harness.cache import Cache
 from harness.config import ConfigError, ExtractionSettings, FitSettings, RunConfig
 from harness.dataset import Dataset
 from harness.progress import silent
-from tests.conftest import ROOT, make_project
+from tests.conftest import ROOT, claim_module, make_project
 
 # ------------------------------------------------------------------------ the planner
 
@@ -346,11 +345,7 @@ def test_duplicate_rule_includes_the_token_position(tmp_path):
 
 
 def _claim(name: str):
-    path = ROOT / "claims" / f"test_{name}.py"
-    spec = importlib.util.spec_from_file_location(f"reservoir_claim_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return claim_module(name, "reservoir_claim")
 
 
 def test_build_and_claims_on_an_all_extraction(tmp_path, shared_cache, tiny_models):
