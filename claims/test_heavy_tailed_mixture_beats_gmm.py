@@ -19,7 +19,7 @@ HEAVY, GAUSS, T = "logistic", "gaussian", "t"
 
 SPEC = ClaimSpec(
     id="heavy-tailed-mixture-beats-gmm",
-    version=1,
+    version=2,
     title="Heavy-tailed (logistic) mixtures detect anomalous inputs better than Gaussian ones",
     source="Beyond Gaussian: Language Model Representations and Distributions (seed write-up)",
     quote=(
@@ -52,7 +52,12 @@ SPEC = ClaimSpec(
         "directions come from a quarter of each training pair's sentences and the densities "
         "are fitted on another quarter: the smallest directions of a sample are the ones it "
         "happens to vary least along, so scales measured on the same rows are too small and "
-        "every held-out sentence looks extreme there. Effect: AUROC(logistic) "
+        "every held-out sentence looks extreme there. A quarter of the sentences spans fewer "
+        "directions than the model has dimensions; the rest of the space is rotated to the "
+        "density quarter's own principal directions there (version 1 took the SVD's "
+        "arbitrary completion, and a product density depends on the basis: a 1e-7 relative "
+        "change of SmolLM2's activations moved the effect by an interval width). "
+        "Effect: AUROC(logistic) "
         "- AUROC(Gaussian) (Mann-Whitney: anomalous vs held-out normal), averaged over folds, "
         "then over layers and anomaly types; beside it the held-out log-likelihood per normal "
         "sentence, logistic minus Gaussian, averaged over folds and layers. 95% percentile "
@@ -99,6 +104,12 @@ SPEC = ClaimSpec(
             "density), for all families alike; the write-up proposes no multivariate form, "
             "and a full-covariance mixture has far more parameters than the equal-size "
             "comparison allows. Only the top 16 directions get minor-mode components."
+        ),
+        (
+            "In the directions the rotation quarter does not span (most of them when a "
+            "model's width exceeds that quarter's sentences: about 217 of SmolLM2's 576), "
+            "directions and scales come from the same rows, so the smallest are too narrow "
+            "and held-out sentences look extreme along them, under every family alike."
         ),
         (
             "The interval resamples the test pairs given the fitted detectors: it does not "

@@ -197,15 +197,22 @@ def pca_projection(train: np.ndarray, m: int | None = None, rel_tol: float = 1e-
 def split_projection(
     rotation_rows: np.ndarray, scale_rows: np.ndarray, rel_tol: float = 1e-5
 ) -> Projection:
-    """Principal directions from ``rotation_rows`` (all d of them: the ones those rows span,
-    by decreasing variance, then an orthonormal completion), centred and scaled on the
-    other rows ``scale_rows``.
+    """Principal directions from ``rotation_rows`` (the ones those rows span, by decreasing
+    variance), then the principal directions of ``scale_rows`` in the rest of the space;
+    centred and scaled on ``scale_rows``.
 
     Why two sets of rows: the smallest principal directions of a sample are the ones along
     which that sample happens to vary least, so their variance measured on it is too small
     (with fewer rows than dimensions, zero) and held-out rows look extreme along them. Scales
-    measured on rows that did not choose the directions are unbiased. Directions along which
-    ``scale_rows`` do not vary (sd below ``rel_tol`` x the largest) are dropped.
+    measured on rows that did not choose the directions are unbiased.
+
+    Why the rest comes from ``scale_rows``: with fewer rotation rows than dimensions, their
+    SVD's completion of the basis is arbitrary (any orthonormal basis of the complement), and
+    a product of per-direction densities depends on the basis, so a float-rounding change in
+    the activations moved SmolLM2's AUROC difference by a whole interval width. The scale
+    rows' own principal directions there are fixed by the data (at the cost of the bias
+    above within that complement). Directions along which ``scale_rows`` do not vary (sd
+    below ``rel_tol`` x the largest) are dropped.
     """
     a = np.asarray(rotation_rows, dtype=np.float64)
     b = np.asarray(scale_rows, dtype=np.float64)
@@ -213,15 +220,23 @@ def split_projection(
         raise ValueError(
             f"expected two (n, d) arrays with the same d and n >= 2, got {a.shape}, {b.shape}"
         )
-    _, _, vt = np.linalg.svd(a - a.mean(axis=0), full_matrices=True)
+    _, sv, vt = np.linalg.svd(a - a.mean(axis=0), full_matrices=False)
+    span = vt[sv > rel_tol * sv[0]] if sv[0] > 0 else vt[:0]
     mean = b.mean(axis=0)
-    sd = ((b - mean) @ vt.T).std(axis=0, ddof=1)
+    centred = b - mean
+    rest = centred - (centred @ span.T) @ span
+    _, rest_sv, rest_vt = np.linalg.svd(rest, full_matrices=False)
+    # The rest's sd along its own directions; its rows of rank beyond the rest's are rounding
+    # noise (~1e-16 of the largest sd) that may point anywhere, the span included, and the
+    # filter below drops them.
+    sd = np.concatenate([(centred @ span.T).std(axis=0, ddof=1), rest_sv / np.sqrt(len(b) - 1)])
+    basis = np.vstack([span, rest_vt])
     keep = sd > rel_tol * sd.max() if sd.max() > 0 else np.zeros(sd.size, bool)
     if not keep.any():
         raise ValueError("the scale rows do not vary along any direction")
     top = min(16, int(keep.sum()))
     explained = float((sd[keep][:top] ** 2).sum() / (sd[keep] ** 2).sum())
-    return Projection(mean, vt[keep], sd[keep], explained)
+    return Projection(mean, basis[keep], sd[keep], explained)
 
 
 @dataclass(frozen=True)
