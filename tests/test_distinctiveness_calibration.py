@@ -39,23 +39,17 @@ def _evidence(tmp_path, resid, subject, attribute, seed=0):
     return synthetic.evidence(data, acts, tmp_path, seed=seed)
 
 
+# The calibration datasets' shape: 5 subjects x 6 attributes x 8 sentences, 8 layers, d 48.
+CELLS = {"n_subjects": 5, "n_attributes": 6, "per_cell": 8, "n_layers": 8, "d": 48}
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_decaying_structure_is_supported(tmp_path, seed):
     # Subjects attract (w_s > w_a), and the structure fades into the noise with depth:
     # expected D falls from ~0.77 to ~0.44 (closed form in tests/test_similarity.py). With
     # w_s == w_a the expected D is 0 and |D| only measures noise, which grows as it fades.
     gain = np.linspace(1.2, 0.25, 8)
-    resid, s, a = planted(
-        n_subjects=5,
-        n_attributes=6,
-        per_cell=8,
-        n_layers=8,
-        d=48,
-        w_s=1.5,
-        w_a=0.5,
-        gain=gain,
-        seed=seed,
-    )
+    resid, s, a = planted(**CELLS, w_s=1.5, w_a=0.5, gain=gain, seed=seed)
     result = claim.evaluate(_evidence(tmp_path, resid, s, a, seed))
     assert result.verdict == Verdict.SUPPORTED, result.summary()
     assert result.ci[1] < 1
@@ -66,16 +60,7 @@ def test_constant_structure_rarely_fires(tmp_path):
     # datasets. 3 or more of 20 would happen by chance with probability ~1%.
     fired = []
     for seed in range(20):
-        resid, s, a = planted(
-            n_subjects=5,
-            n_attributes=6,
-            per_cell=8,
-            n_layers=8,
-            d=48,
-            w_s=1.5,
-            w_a=0.5,
-            seed=seed,
-        )
+        resid, s, a = planted(**CELLS, w_s=1.5, w_a=0.5, seed=seed)
         result = claim.evaluate(_evidence(tmp_path / str(seed), resid, s, a, seed))
         fired.append(result.verdict == Verdict.SUPPORTED)
     assert sum(fired) <= 2, fired
@@ -84,15 +69,7 @@ def test_constant_structure_rarely_fires(tmp_path):
 def test_planted_dominant_attribute_ranks_first(tmp_path):
     strength = np.ones(6)
     strength[ATTRIBUTES.index("in all lower case")] = 2.5
-    resid, s, a = planted(
-        n_subjects=5,
-        n_attributes=6,
-        per_cell=8,
-        n_layers=6,
-        d=48,
-        attribute_strength=strength,
-        seed=3,
-    )
+    resid, s, a = planted(**CELLS | {"n_layers": 6}, attribute_strength=strength, seed=3)
     result = claim.evaluate(_evidence(tmp_path, resid, s, a))
     ranking = result.tables["attribute_ranking"]
     assert ranking.iloc[0]["name"] == "in all lower case"
