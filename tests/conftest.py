@@ -46,6 +46,10 @@ def tiny_models(_tiny_pristine: dict) -> dict:
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# The built-in claims, by the name claim_module takes (claims/test_<name>.py).
+CLAIM_NAMES = sorted(p.stem.removeprefix("test_") for p in (ROOT / "claims").glob("test_*.py"))
+
+
 def claim_module(name: str, prefix: str = "claim") -> ModuleType:
     """A built-in claim's module, ``claims/test_<name>.py``, imported apart from pytest's
     collected copy, so its ``evaluate`` and helpers can be called on synthetic evidence."""

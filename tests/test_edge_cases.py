@@ -7,7 +7,6 @@ never prints "nan" or "inf"."""
 import math
 import re
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,10 +14,8 @@ import pytest
 from harness import report, synthetic
 from harness.claim import ClaimResult, Verdict
 from harness.extraction import ActivationSet
-from tests.conftest import claim_module
+from tests.conftest import CLAIM_NAMES, claim_module
 
-CLAIMS = Path(__file__).resolve().parents[1] / "claims"
-NAMES = sorted(p.stem.removeprefix("test_") for p in CLAIMS.glob("test_*.py"))
 N_LAYERS, D_MODEL = 5, 32
 SILENT_NAN = re.compile(r"\b(nan|inf)\b", re.IGNORECASE)
 
@@ -78,7 +75,7 @@ def check_no_silent_nan(result: ClaimResult) -> None:
         assert not SILENT_NAN.search(text), f"{result.claim_id}: {text}"
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", CLAIM_NAMES)
 def test_edge_case_gives_a_verdict_without_a_silent_nan(edge_evidence, name):
     result = _claim(name).evaluate(edge_evidence)
     assert isinstance(result.verdict, Verdict)

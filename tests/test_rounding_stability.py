@@ -15,10 +15,8 @@ import pytest
 
 from harness import synthetic
 from harness.extraction import ActivationSet
-from tests.conftest import claim_module
+from tests.conftest import CLAIM_NAMES, claim_module
 
-CLAIMS = Path(__file__).resolve().parents[1] / "claims"
-NAMES = sorted(p.stem.removeprefix("test_") for p in CLAIMS.glob("test_*.py"))
 RELATIVE_NOISE = 1e-7
 # Share of the interval's width (a tenth is a baseline's tolerance) the effect may move by.
 ALLOWED_SHARE = 0.01
@@ -35,7 +33,7 @@ def _evidence(tmp_path: Path, noise: float):
     return synthetic.evidence(DATA, moved, tmp_path / f"noise-{noise}")
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", CLAIM_NAMES)
 def test_a_rounding_change_of_the_activations_leaves_the_effect(tmp_path, name):
     claim = claim_module(name, "stability_claim")
     exact = claim.evaluate(_evidence(tmp_path, 0.0))
