@@ -224,12 +224,13 @@ def split_projection(
     span = vt[sv > rel_tol * sv[0]] if sv[0] > 0 else vt[:0]
     mean = b.mean(axis=0)
     centred = b - mean
-    rest = centred - (centred @ span.T) @ span
+    along_span = centred @ span.T
+    rest = centred - along_span @ span
     _, rest_sv, rest_vt = np.linalg.svd(rest, full_matrices=False)
     # The rest's sd along its own directions; its rows of rank beyond the rest's are rounding
     # noise (~1e-16 of the largest sd) that may point anywhere, the span included, and the
     # filter below drops them.
-    sd = np.concatenate([(centred @ span.T).std(axis=0, ddof=1), rest_sv / np.sqrt(len(b) - 1)])
+    sd = np.concatenate([along_span.std(axis=0, ddof=1), rest_sv / np.sqrt(len(b) - 1)])
     basis = np.vstack([span, rest_vt])
     keep = sd > rel_tol * sd.max() if sd.max() > 0 else np.zeros(sd.size, bool)
     if not keep.any():
