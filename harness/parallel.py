@@ -41,6 +41,10 @@ def cpu_share() -> int:
     """Cores this process may use: all it can run on, or under pytest-xdist its share of
     them (N workers each starting a thread or fitting process per core oversubscribe the
     machine; on a loaded machine OpenMP's spinning threads then slow small ops ~20x)."""
+    pinned = os.environ.get("LMCLAIMS_JOBS", "")
+    if pinned.isdigit() and int(pinned) > 0:
+        # Set where this process is already one of a pool (a calibration rep's worker).
+        return int(pinned)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
     return max(1, (cores or 1) // (int(workers) if workers.isdigit() and workers != "0" else 1))

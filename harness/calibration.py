@@ -1,0 +1,577 @@
+"""Calibration: a claim's power and false-positive rate at the settings its reports use.
+
+A claim module may declare ``CALIBRATION``, a tuple of ``Scenario``: planted activation sets
+whose truth is known, either the effect the claim states (``truth=True``: the share of reps
+that come out SUPPORTED is the power) or a null with the nuisances that could fake it
+(``truth=False``: the share SUPPORTED is the false-positive rate). Each rep plants a fresh
+set and runs the claim's own ``evaluate`` on an ``Evidence`` built over it, with the same
+fits, modes and caches a model run uses, so what is calibrated is what runs.
+
+Every rep's outcome is appended to a store (one JSON line per rep) keyed by the claim's id
+and version, the scenario and what decides its planted sets, and the rep's seed: an
+interrupted run loses at most the reps in flight, a rerun continues where it stopped, and a
+new claim version recomputes only its own rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.claim import ClaimResult, Verdict
+from harness.dataset import Dataset
+from harness.extraction import ActivationSet
+from harness.progress import ProgressFactory, silent, tqdm_bar
+from harness.registry import Claim
+from harness.stats.inference import clopper_pearson
+
+# (seed) -> a planted set: its sentences and their activations.
+Plant = Callable[[int], tuple[Dataset, ActivationSet]]
+
+TARGET_POWER = 0.8
+TARGET_FPR = 0.05
+CONFIDENCE = 0.95
+# The committed summary that reports read (beside each verdict).
+SUMMARY_FILE = Path(__file__).parent / "data" / "calibration.json"
+# Cores a rep's own fits may use: the reps already run one per core.
+_JOBS_ENV = "LMCLAIMS_JOBS"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """Planted sets with a known truth, for one claim.
+
+    ``params`` is everything that decides the planted sets besides the seed (sizes,
+    nuisances, the planted effect): it keys the stored reps, so changing it retires them.
+    ``settings`` are the run settings the scenario stands for (design, sample size,
+    families), shown in the table and matched against a report's run.
+    """
+
+    name: str
+    truth: bool
+    plant: Plant
+    description: str
+    params: Mapping[str, Any]
+    settings: Mapping[str, Any]
+    model: str = "planted"
+    families: tuple[str, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        return "truth" if self.truth else "null"
+
+    def key(self) -> str:
+        blob = json.dumps(
+            {
+                "params": self.params,
+                "settings": self.settings,
+                "model": self.model,
+                "families": list(self.families),
+                "truth": self.truth,
+            },
+            sort_keys=True,
+            default=str,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Rate:
+    """k of n reps, with a Clopper-Pearson interval."""
+
+    k: int
+    n: int
+    confidence_interval: tuple[float, float]
+
+    @property
+    def share(self) -> float:
+        return self.k / self.n if self.n else math.nan
+
+    @classmethod
+    def of(cls, k: int, n: int) -> Rate:
+        return cls(k, n, clopper_pearson(k, n, CONFIDENCE) if n else (math.nan, math.nan))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """One (claim, scenario) row: how often the claim's verdict came out each way."""
+
+    claim_id: str
+    claim_version: int
+    scenario: str
+    truth: bool
+    description: str
+    settings: Mapping[str, Any]
+    supported: Rate
+    refuted: Rate
+    seconds: float  # compute time of the reps, summed over workers
+    verdicts: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def reps(self) -> int:
+        return self.supported.n
+
+    def meets_target(self) -> bool | None:
+        """Power >= 0.8 under a truth, FPR <= 0.05 under a null, on the point estimate;
+        None with no reps."""
+        if not self.reps:
+            return None
+        if self.truth:
+            return self.supported.share >= TARGET_POWER
+        return self.supported.share <= TARGET_FPR
+
+    def clearly_misses(self) -> bool:
+        """The interval excludes the target: what a reduced (CI) run may fail on."""
+        lo, hi = self.supported.confidence_interval
+        return hi < TARGET_POWER if self.truth else lo > TARGET_FPR
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "claim": self.claim_id,
+            "version": self.claim_version,
+            "scenario": self.scenario,
+            "kind": "truth" if self.truth else "null",
+            "description": self.description,
+            "settings": dict(self.settings),
+            "reps": self.reps,
+            "supported": self.supported.share,
+            "supported_ci": list(self.supported.confidence_interval),
+            "refuted": self.refuted.share,
+            "refuted_ci": list(self.refuted.confidence_interval),
+            "seconds": round(self.seconds, 1),
+            "verdicts": dict(self.verdicts),
+        }
+
+
+# --------------------------------------------------------------------- the rep store
+
+
+class Store:
+    """Rep outcomes, one JSON line each, in ``<folder>/<claim id>.jsonl``.
+
+    Appended and flushed rep by rep by the one process that collects the reps, so an
+    interrupted run keeps every finished rep. A line cut short by a kill is skipped.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+
+    def _file(self, claim_id: str) -> Path:
+        return self.folder / f"{claim_id}.jsonl"
+
+    def records(self, claim_id: str) -> Iterator[dict[str, Any]]:
+        path = self._file(claim_id)
+        if not path.exists():
+            return
+        with path.open(encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short by an interrupted write
+                if isinstance(record, dict):
+                    yield record
+
+    def done(self, claim_id: str, version: int, scenario: Scenario) -> dict[int, dict[str, Any]]:
+        """This scenario's stored reps for this claim version, by seed."""
+        key = scenario.key()
+        return {
+            int(r["seed"]): r
+            for r in self.records(claim_id)
+            if r.get("version") == version
+            and r.get("scenario") == scenario.name
+            and r.get("key") == key
+        }
+
+    def append(self, claim_id: str, record: Mapping[str, Any]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self._file(claim_id)
+        with path.open("a+b") as handle:
+            handle.seek(0, os.SEEK_END)
+            if handle.tell():
+                handle.seek(-1, os.SEEK_END)
+                # A line cut short by a killed run: end it, so this record starts its own.
+                if handle.read(1) != b"\n":
+                    handle.write(b"\n")
+            handle.write((json.dumps(record, sort_keys=True) + "\n").encode())
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+# -------------------------------------------------------------------------- one rep
+
+
+def scenarios(claim: Claim) -> tuple[Scenario, ...]:
+    """The scenarios a claim module declares in ``CALIBRATION`` (none: not calibrated)."""
+    module = sys.modules.get(claim.module)
+    declared = getattr(module, "CALIBRATION", ()) if module is not None else ()
+    return tuple(declared)
+
+
+def evaluate_planted(claim: Claim, scenario: Scenario, seed: int, cache_dir: Path) -> ClaimResult:
+    """The claim's own ``evaluate`` on the planted set of ``seed``, through Evidence."""
+    from harness import synthetic
+
+    data, acts = scenario.plant(seed)
+    evidence = synthetic.evidence(
+        data,
+        acts,
+        cache_dir,
+        families=scenario.families or synthetic.CORE_FAMILIES,
+        seed=seed,
+        model=scenario.model,
+    )
+    return claim.evaluate(evidence, claim.spec)
+
+
+def _run_rep(claim_file: str, module_name: str, scenario_name: str, seed: int) -> dict[str, Any]:
+    """One rep in a worker process: import the claim, plant, evaluate, summarize."""
+    claim = _claim_in_worker(claim_file, module_name)
+    scenario = {s.name: s for s in scenarios(claim)}[scenario_name]
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="lmclaims-calibration-") as tmp, _one_core():
+        result = evaluate_planted(claim, scenario, seed, Path(tmp))
+    return {
+        "claim": claim.spec.id,
+        "version": claim.spec.version,
+        "scenario": scenario.name,
+        "key": scenario.key(),
+        "seed": seed,
+        "verdict": str(result.verdict),
+        "effect": _finite(result.effect),
+        "pvalue": _finite(result.pvalue),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+@contextlib.contextmanager
+def _one_core() -> Iterator[None]:
+    """A rep's own fits run where the rep runs: the reps already use every core."""
+    before = os.environ.get(_JOBS_ENV)
+    os.environ[_JOBS_ENV] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[_JOBS_ENV]
+        else:
+            os.environ[_JOBS_ENV] = before
+
+
+_WORKER_CLAIMS: dict[tuple[str, str], Claim] = {}
+
+
+def _claim_in_worker(claim_file: str, module_name: str) -> Claim:
+    from harness import registry
+
+    key = (claim_file, module_name)
+    if key not in _WORKER_CLAIMS:
+        if claim_file:
+            module = registry.import_file(Path(claim_file), module_name)
+        else:
+            import importlib
+
+            module = importlib.import_module(module_name)
+        found = registry.from_module(module)
+        if found is None:
+            raise ValueError(f"{claim_file or module_name} declares no claim")
+        _WORKER_CLAIMS[key] = found
+    return _WORKER_CLAIMS[key]
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+# ---------------------------------------------------------------------- the harness
+
+
+def calibrate(
+    claim: Claim,
+    scenario: Scenario,
+    reps: int,
+    store: Store,
+    n_jobs: int = -1,
+    progress: ProgressFactory = silent,
+) -> Calibration:
+    """Power / false-positive rate of ``claim`` under ``scenario`` over seeds 0..reps-1.
+
+    Reps already in ``store`` are reused; the missing ones run in parallel through joblib
+    (its active backend: local processes by default, a Dask or Ray cluster when the caller
+    sets one with ``joblib.parallel_config``), each appended to the store as it finishes.
+    """
+    from joblib import Parallel, delayed
+
+    done = store.done(claim.spec.id, claim.spec.version, scenario)
+    missing = [seed for seed in range(reps) if seed not in done]
+    if missing:
+        claim_file = str(claim.path) if claim.path is not None else ""
+        # In this process (n_jobs=1) the reps use the claim as loaded, not a re-import.
+        _WORKER_CLAIMS[(claim_file, claim.module)] = claim
+        jobs = (
+            delayed(_run_rep)(claim_file, claim.module, scenario.name, seed) for seed in missing
+        )
+        label = f"calibrate {claim.spec.id}: {scenario.name}"
+        with progress(len(missing), label, "rep") as bar:
+            parallel = Parallel(n_jobs=n_jobs, return_as="generator_unordered")
+            for record in parallel(jobs):
+                store.append(claim.spec.id, record)
+                done[int(record["seed"])] = record
+                bar.update(1)
+    return summarize(claim, scenario, [done[seed] for seed in range(reps)])
+
+
+def summarize(
+    claim: Claim, scenario: Scenario, records: Sequence[Mapping[str, Any]]
+) -> Calibration:
+    verdicts: dict[str, int] = {}
+    for record in records:
+        verdicts[record["verdict"]] = verdicts.get(record["verdict"], 0) + 1
+    n = len(records)
+    return Calibration(
+        claim.spec.id,
+        claim.spec.version,
+        scenario.name,
+        scenario.truth,
+        scenario.description,
+        dict(scenario.settings),
+        Rate.of(verdicts.get(str(Verdict.SUPPORTED), 0), n),
+        Rate.of(verdicts.get(str(Verdict.REFUTED), 0), n),
+        float(sum(float(r.get("seconds", 0.0)) for r in records)),
+        verdicts,
+    )
+
+
+# ---------------------------------------------------------- the committed table
+
+
+def markdown(rows: Iterable[Calibration], command: str, wall: Mapping[str, float]) -> str:
+    """docs/calibration.md: one section per claim, one row per scenario."""
+    from tabulate import tabulate
+
+    by_claim: dict[str, list[Calibration]] = {}
+    for row in rows:
+        by_claim.setdefault(row.claim_id, []).append(row)
+    lines = [
+        "# Calibration",
+        "",
+        "Generated by `make calibrate` (`python -m harness.calibration`); do not edit by hand.",
+        "",
+        "Each claim's own `evaluate` runs on planted activation sets through the same "
+        "`Evidence` path a model takes (fits, modes, cached tables). Under a **truth** the "
+        "share of reps SUPPORTED is the power (target >= 0.8); under a **null**, with the "
+        "nuisances that could fake the claim planted, it is the false-positive rate "
+        "(target <= 0.05). Intervals are 95% Clopper-Pearson. Seconds are the reps' summed "
+        "compute time.",
+        "",
+        f"Command: `{command}`",
+        "",
+    ]
+    for claim_id in sorted(by_claim):
+        claim_rows = by_claim[claim_id]
+        version = claim_rows[0].claim_version
+        lines += [f"## {claim_id} (v{version})", ""]
+        table = []
+        for row in claim_rows:
+            target = row.meets_target()
+            table.append(
+                {
+                    "scenario": row.scenario,
+                    "kind": "truth" if row.truth else "null",
+                    "planted": row.description,
+                    "reps": row.reps,
+                    "SUPPORTED": _rate(row.supported),
+                    "REFUTED": _rate(row.refuted),
+                    "target": "–" if target is None else ("met" if target else "**missed**"),
+                    "seconds": f"{row.seconds:.0f}",
+                }
+            )
+        lines += [tabulate(table, headers="keys", tablefmt="github"), ""]
+        settings = claim_rows[0].settings
+        lines += [
+            "Settings: " + ", ".join(f"{k} {v}" for k, v in settings.items()),
+            f"Wall time of this claim's new reps in the last run: {wall.get(claim_id, 0.0):.0f} s",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def _rate(rate: Rate) -> str:
+    lo, hi = rate.confidence_interval
+    return f"{rate.share:.2f} [{lo:.2f}, {hi:.2f}]" if rate.n else "–"
+
+
+def write_summary(rows: Iterable[Calibration], path: Path = SUMMARY_FILE) -> None:
+    """The machine-readable table the reports read; rows of claims not in ``rows`` stay."""
+    rows = list(rows)
+    replaced = {(r.claim_id, r.scenario) for r in rows}
+    kept = [
+        entry for entry in read_summary(path) if (entry["claim"], entry["scenario"]) not in replaced
+    ]
+    entries = sorted(kept + [r.as_json() for r in rows], key=lambda e: (e["claim"], e["scenario"]))
+    path.write_text(json.dumps(entries, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def read_summary(path: Path = SUMMARY_FILE) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    entries = json.loads(path.read_text(encoding="utf-8"))
+    return entries if isinstance(entries, list) else []
+
+
+# ------------------------------------------------ which runs the table speaks for
+
+
+def run_settings(dataset: Dataset, d_model: int, families: Sequence[str]) -> dict[str, Any]:
+    """The settings a calibration row is measured at, read off a run (or a planted set):
+    the crossed design, sentences per pair, width and families."""
+    from harness.stats.distributions import STUDY_FAMILIES
+
+    cells = dataset.frame.groupby(["subject", "attribute"]).size()
+    families = tuple(families)
+    return {
+        "subjects": int(dataset.frame["subject"].nunique()),
+        "attributes": int(dataset.frame["attribute"].nunique()),
+        "per_pair": int(cells.median()) if len(cells) else 0,
+        "d_model": int(d_model),
+        "families": "study" if families == STUDY_FAMILIES else ",".join(families),
+    }
+
+
+def uncovered(calibrated: Mapping[str, Any], run: Mapping[str, Any]) -> list[str]:
+    """Why a row measured at ``calibrated`` does not speak for a run at ``run`` (empty: it
+    does). The design, sentences per pair and families must match; the width may differ by
+    up to 2x either way (a sample's size, d_model x sentences, within 2x of the calibrated
+    one), since the fits, KDEs and bootstraps change little within that range."""
+    reasons = []
+    for name in ("subjects", "attributes", "per_pair", "families"):
+        if name in calibrated and calibrated[name] != run.get(name):
+            reasons.append(f"{name} {run.get(name)} (calibrated: {calibrated[name]})")
+    width, at = run.get("d_model"), calibrated.get("d_model")
+    if isinstance(width, int) and isinstance(at, int) and not at / 2 <= width <= at * 2:
+        reasons.append(f"d_model {width} (calibrated: {at}, within 2x)")
+    return reasons
+
+
+def rows_for(claim_id: str, version: int, path: Path = SUMMARY_FILE) -> list[dict[str, Any]]:
+    """The committed table's rows for one claim version."""
+    return [e for e in read_summary(path) if e["claim"] == claim_id and e["version"] == version]
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m harness.calibration",
+        description="Measure every claim's power and false-positive rate on planted sets "
+        "and write docs/calibration.md. Resumable: stored reps are reused.",
+    )
+    parser.add_argument("--claims", default="", help="comma-separated claim ids (default: all)")
+    parser.add_argument("--reps", type=int, default=200, help="reps per scenario (default 200)")
+    parser.add_argument("--jobs", type=int, default=-1, help="parallel reps (default: all cores)")
+    parser.add_argument(
+        "--backend", default="loky", help="joblib backend: loky (default), dask, ray"
+    )
+    parser.add_argument("--scheduler", default=None, help="dask scheduler address (--backend dask)")
+    parser.add_argument("--store", type=Path, default=Path("calibration/records"))
+    parser.add_argument("--out", type=Path, default=Path("docs/calibration.md"))
+    parser.add_argument("--summary", type=Path, default=SUMMARY_FILE)
+    parser.add_argument("--claims-dir", type=Path, default=Path("claims"))
+    args = parser.parse_args(argv)
+    if args.reps < 1:
+        parser.error("--reps must be >= 1")
+    claims = _claims(args.claims_dir, [c for c in args.claims.split(",") if c.strip()])
+    store = Store(args.store)
+    rows: list[Calibration] = []
+    wall: dict[str, float] = {}
+    with _backend(args.backend, args.scheduler):
+        for claim in claims:
+            started = time.perf_counter()
+            for scenario in scenarios(claim):
+                rows.append(calibrate(claim, scenario, args.reps, store, args.jobs, tqdm_bar))
+                print(_line(rows[-1]), flush=True)
+            wall[claim.spec.id] = time.perf_counter() - started
+    everything = _all_rows(args.claims_dir, store, args.reps, rows)
+    command = f"make calibrate REPS={args.reps}"
+    args.out.write_text(markdown(everything, command, wall), encoding="utf-8")
+    write_summary(everything, args.summary)
+    return 0
+
+
+def _line(row: Calibration) -> str:
+    return (
+        f"{row.claim_id} v{row.claim_version} {row.scenario} ({'truth' if row.truth else 'null'}):"
+        f" SUPPORTED {_rate(row.supported)}, REFUTED {_rate(row.refuted)}, {row.reps} reps,"
+        f" {row.seconds:.0f} s"
+    )
+
+
+def _claims(folder: Path, ids: Sequence[str]) -> list[Claim]:
+    from harness import registry
+
+    found = [registry.load_file(path) for path in sorted(folder.glob("test_*.py"))]
+    built = registry.Registry.build(found)
+    chosen = built.select(ids) if ids else tuple(c.spec.id for c in found)
+    return [c for c in found if c.spec.id in chosen]
+
+
+def _all_rows(folder: Path, store: Store, reps: int, fresh: list[Calibration]) -> list[Calibration]:
+    """Fresh rows, and the stored rows of every other claim (so one claim's run keeps the
+    rest of the table)."""
+    seen = {(r.claim_id, r.scenario) for r in fresh}
+    rows = list(fresh)
+    for claim in _claims(folder, []):
+        for scenario in scenarios(claim):
+            if (claim.spec.id, scenario.name) in seen:
+                continue
+            done = store.done(claim.spec.id, claim.spec.version, scenario)
+            records = [done[s] for s in sorted(done) if s < reps]
+            if records:
+                rows.append(summarize(claim, scenario, records))
+    return rows
+
+
+class _backend:
+    """joblib's backend for the reps: loky here, or a cluster (dask.distributed, ray)."""
+
+    def __init__(self, name: str, scheduler: str | None) -> None:
+        self.name, self.scheduler = name, scheduler
+        self._stack: list[Any] = []
+
+    def __enter__(self) -> None:
+        import joblib
+
+        if self.name == "dask":
+            from dask.distributed import Client  # optional: pip install "dask[distributed]"
+
+            self._stack.append(Client(self.scheduler) if self.scheduler else Client())
+        elif self.name == "ray":
+            from ray.util.joblib import register_ray  # optional: pip install ray
+
+            register_ray()
+        context = joblib.parallel_config(backend=self.name)
+        context.__enter__()
+        self._stack.append(context)
+
+    def __exit__(self, *exc: object) -> None:
+        for item in reversed(self._stack):
+            if hasattr(item, "__exit__"):
+                item.__exit__(*exc)
+            else:
+                item.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

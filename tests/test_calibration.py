@@ -1,0 +1,208 @@
+"""The calibration harness: power and false-positive rates from a claim's own evaluate on
+planted sets, stored rep by rep so that a run resumes and a changed claim recomputes."""
+
+import json
+import textwrap
+
+import pytest
+
+from harness import calibration, registry
+from harness.calibration import Rate, Store
+
+TOY_CLAIM = '''
+"""A toy claim: layer 0's mean coordinate is positive (one-sided z-test over sentences)."""
+import numpy as np
+from scipy import stats
+
+from harness import synthetic
+from harness.calibration import Scenario
+from harness.claim import ClaimSpec, Verdict
+
+SPEC = ClaimSpec(
+    id="toy-positive-mean",
+    version=VERSION,
+    title="toy",
+    source="tests",
+    quote="the mean is positive",
+    statistic="z-test of the sentence means of layer 0",
+)
+DATA = synthetic.dataset(n_subjects=3, n_attributes=2, per_pair=5)
+
+
+def evaluate(evidence, spec=SPEC):
+    means = np.asarray(evidence.layer(0), dtype=float).mean(axis=1)
+    z = means.mean() / (means.std(ddof=1) / np.sqrt(means.size))
+    p = float(stats.norm.sf(z))
+    verdict = Verdict.SUPPORTED if p < 0.05 else Verdict.INCONCLUSIVE
+    return spec.result(evidence.model, verdict, "mean", n=means.size, effect=float(means.mean()),
+                       pvalue=p)
+
+
+def plant(shift):
+    def make(seed):
+        acts = synthetic.activations(DATA, "normal", n_layers=1, d_model=8, seed=seed)
+        acts.resid[...] += shift
+        return DATA, acts
+    return make
+
+
+CALIBRATION = (
+    Scenario("shifted", True, plant(SHIFT), "mean +SHIFT", {"shift": SHIFT}, {"d_model": 8}),
+    Scenario("centred", False, plant(0.0), "mean 0", {"shift": 0.0}, {"d_model": 8}),
+    # The effect planted but called a null: a claim that fires under it misses its target.
+    Scenario("mislabelled", False, plant(SHIFT), "mean +SHIFT", {"shift": SHIFT}, {}),
+)
+'''
+
+
+def toy_claim(folder, version=1, shift=0.5, name="toy"):
+    path = folder / f"test_{name}.py"
+    text = TOY_CLAIM.replace("VERSION", str(version)).replace("SHIFT", str(shift))
+    path.write_text(textwrap.dedent(text))
+    return registry.load_file(
+        path, f"lmclaims_claim_{name}_{version}_{str(shift).replace('.', '_')}"
+    )
+
+
+def test_rates_have_exact_intervals_at_zero_and_one():
+    none, every = Rate.of(0, 50), Rate.of(50, 50)
+    assert (
+        none.share == 0
+        and none.confidence_interval[0] == 0
+        and 0.05 < none.confidence_interval[1] < 0.08
+    )
+    assert (
+        every.share == 1
+        and every.confidence_interval[1] == 1
+        and every.confidence_interval[0] < 0.95
+    )
+
+
+def test_power_and_false_positive_rate_of_a_toy_claim(tmp_path):
+    claim = toy_claim(tmp_path)
+    truth, null, _ = calibration.scenarios(claim)
+    store = Store(tmp_path / "store")
+    power = calibration.calibrate(claim, truth, 40, store, n_jobs=1)
+    fpr = calibration.calibrate(claim, null, 40, store, n_jobs=1)
+    # A shift of 0.5 sd over 30 sentence means of 8 coordinates: z ~ 7.7, always found.
+    assert power.supported.k == 40 and power.meets_target() and not power.clearly_misses()
+    # Under the null a 5 % test fires ~2 of 40 times; the interval must allow 0.05.
+    assert fpr.supported.k <= 6 and not fpr.clearly_misses()
+    assert fpr.supported.n == 40 and fpr.refuted.k == 0
+    assert sum(fpr.verdicts.values()) == 40
+
+
+def test_a_null_that_fires_clearly_misses_its_target(tmp_path):
+    claim = toy_claim(tmp_path, shift=0.3)
+    mislabelled = calibration.scenarios(claim)[2]
+    row = calibration.calibrate(claim, mislabelled, 20, Store(tmp_path / "s"), n_jobs=1)
+    assert row.supported.share > 0.9 and row.clearly_misses() and row.meets_target() is False
+
+
+def test_a_rerun_reuses_stored_reps_and_an_interrupted_one_finishes_the_rest(tmp_path):
+    claim = toy_claim(tmp_path)
+    truth = calibration.scenarios(claim)[0]
+    store = Store(tmp_path / "store")
+    first = calibration.calibrate(claim, truth, 10, store, n_jobs=1)
+    lines = (tmp_path / "store" / "toy-positive-mean.jsonl").read_text().splitlines()
+    assert len(lines) == 10
+    # An interrupted run: only 6 reps written, the last one cut short mid-line.
+    path = tmp_path / "store" / "toy-positive-mean.jsonl"
+    path.write_text("\n".join(lines[:6]) + "\n" + lines[6][:20])
+    again = calibration.calibrate(claim, truth, 10, store, n_jobs=1)
+    records = list(store.records("toy-positive-mean"))
+    assert len(records) == 6 + 4  # the cut line is skipped and its rep recomputed
+    assert sorted(r["seed"] for r in records) == list(range(10))
+    assert again.verdicts == first.verdicts
+    # Nothing left to do: no new lines.
+    calibration.calibrate(claim, truth, 10, store, n_jobs=1)
+    assert len(list(store.records("toy-positive-mean"))) == 10
+
+
+def test_a_new_claim_version_or_changed_scenario_recomputes_only_its_rows(tmp_path):
+    store = Store(tmp_path / "store")
+    v1 = toy_claim(tmp_path / "", version=1)
+    calibration.calibrate(v1, calibration.scenarios(v1)[0], 5, store, n_jobs=1)
+    v2 = toy_claim(tmp_path, version=2)
+    assert store.done("toy-positive-mean", 2, calibration.scenarios(v2)[0]) == {}
+    assert len(store.done("toy-positive-mean", 1, calibration.scenarios(v1)[0])) == 5
+    moved = toy_claim(tmp_path, version=1, shift=0.25)
+    assert calibration.scenarios(moved)[0].key() != calibration.scenarios(v1)[0].key()
+    assert store.done("toy-positive-mean", 1, calibration.scenarios(moved)[0]) == {}
+
+
+def test_parallel_reps_give_the_same_outcomes_as_serial_ones(tmp_path):
+    claim = toy_claim(tmp_path, shift=0.08)
+    truth = calibration.scenarios(claim)[0]
+    serial = calibration.calibrate(claim, truth, 12, Store(tmp_path / "a"), n_jobs=1)
+    parallel = calibration.calibrate(claim, truth, 12, Store(tmp_path / "b"), n_jobs=2)
+    by_seed = [
+        sorted(
+            (r["seed"], r["verdict"], r["effect"])
+            for r in Store(tmp_path / f).records(claim.spec.id)
+        )
+        for f in ("a", "b")
+    ]
+    assert by_seed[0] == by_seed[1]
+    assert serial.verdicts == parallel.verdicts
+
+
+def test_command_line_writes_the_table_and_the_summary_reports_read(tmp_path):
+    claims_dir = tmp_path / "claims"
+    claims_dir.mkdir()
+    toy_claim(claims_dir)
+    out, summary = tmp_path / "calibration.md", tmp_path / "calibration.json"
+    argv = [
+        "--claims-dir",
+        str(claims_dir),
+        "--store",
+        str(tmp_path / "store"),
+        "--reps",
+        "8",
+        "--jobs",
+        "1",
+        "--out",
+        str(out),
+        "--summary",
+        str(summary),
+    ]
+    assert calibration.main(argv) == 0
+    text = out.read_text()
+    assert "## toy-positive-mean (v1)" in text and "| shifted" in text and "| centred" in text
+    entries = json.loads(summary.read_text())
+    assert {e["scenario"] for e in entries} == {"shifted", "centred", "mislabelled"}
+    assert all(e["reps"] == 8 and len(e["supported_ci"]) == 2 for e in entries)
+    rows = calibration.rows_for("toy-positive-mean", 1, summary)
+    assert len(rows) == 3 and calibration.rows_for("toy-positive-mean", 2, summary) == []
+
+
+def test_unknown_claim_id_is_a_clear_error(tmp_path):
+    claims_dir = tmp_path / "claims"
+    claims_dir.mkdir()
+    toy_claim(claims_dir)
+    with pytest.raises(registry.ClaimError, match="unknown claim 'toy-positive'"):
+        calibration.main(
+            [
+                "--claims-dir",
+                str(claims_dir),
+                "--claims",
+                "toy-positive",
+                "--store",
+                str(tmp_path / "s"),
+                "--out",
+                str(tmp_path / "o.md"),
+            ]
+        )
+
+
+def test_a_run_is_covered_only_at_the_calibrated_settings():
+    at = {"subjects": 10, "attributes": 12, "per_pair": 22, "d_model": 576, "families": "study"}
+    assert calibration.uncovered(at, dict(at)) == []
+    assert calibration.uncovered(at, at | {"d_model": 896}) == []  # within 2x
+    assert calibration.uncovered(at, at | {"d_model": 64}) == [
+        "d_model 64 (calibrated: 576, within 2x)"
+    ]
+    assert calibration.uncovered(at, at | {"per_pair": 3, "families": "core"}) == [
+        "per_pair 3 (calibrated: 22)",
+        "families core (calibrated: study)",
+    ]
