@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from harness.calibration import planted
 from harness.claim import ClaimResult, ClaimSpec, Verdict, claim_test
 from harness.evidence import Evidence
+from harness.planted import Base, Nuisances
 from harness.stats.distributions import LOGISTIC_FAMILY
 from harness.stats.inference import cluster_bootstrap_share
 
@@ -138,3 +140,30 @@ def _invalid_table(fits: pd.DataFrame) -> pd.DataFrame:
 
 
 test_logistic_dominance = claim_test(SPEC, evaluate)
+
+
+# Calibration at the reports' sizes (docs/calibration.md). One layer: the share does not
+# depend on depth. The nuisances are what a real residual stream adds to its bulk: unequal
+# per-dimension scales and offsets, crossed subject/attribute/pair effects on the centroids.
+REALISTIC = Nuisances(
+    scale_sigma=0.15, offset_sd=0.2, subject_sd=0.3, attribute_sd=0.3, pair_sd=0.2
+)
+ONE_LAYER = {"n_layers": 1}
+CALIBRATION = (
+    planted("logistic bulk", True, "iid logistic coordinates", Base("logistic", **ONE_LAYER)),
+    planted(
+        "logistic bulk with nuisances",
+        True,
+        "logistic; per-dim log-scale sd 0.15, offsets 0.2, crossed effects 0.3/0.3/0.2",
+        Base("logistic", **ONE_LAYER),
+        REALISTIC,
+    ),
+    planted(
+        "gaussian bulk with nuisances and massive dims",
+        False,
+        "normal; the same nuisances and 3 massive dims (100-900 bulk units)",
+        Base("normal", **ONE_LAYER),
+        Nuisances(**{**REALISTIC.__dict__, "massive_dims": 3}),
+    ),
+    planted("t3 bulk", False, "iid Student t(3) coordinates", Base("t3", **ONE_LAYER)),
+)

@@ -25,20 +25,25 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from harness.claim import ClaimResult, Verdict
 from harness.dataset import Dataset
 from harness.extraction import ActivationSet
+from harness.planted import Base, Nuisances, SideModes, planted_set, production_dataset
 from harness.progress import ProgressFactory, silent, tqdm_bar
 from harness.registry import Claim
+from harness.stats.distributions import STUDY_FAMILIES
 from harness.stats.inference import clopper_pearson
 
 # (seed) -> a planted set: its sentences and their activations.
 Plant = Callable[[int], tuple[Dataset, ActivationSet]]
 
+NO_NUISANCES = Nuisances()
 TARGET_POWER = 0.8
 TARGET_FPR = 0.05
 CONFIDENCE = 0.95
@@ -152,6 +157,51 @@ class Calibration:
             "seconds": round(self.seconds, 1),
             "verdicts": dict(self.verdicts),
         }
+
+
+# (dataset, resid to change in place, generator) -> None: a claim's own planted truth on
+# top of a production-size set (a bimodal layer, a structure that fades with depth).
+Edit = Callable[[Dataset, np.ndarray, np.random.Generator], None]
+
+
+def planted(
+    name: str,
+    truth: bool,
+    description: str,
+    base: Base,
+    nuisances: Nuisances = NO_NUISANCES,
+    side_modes: SideModes | None = None,
+    *,
+    model: str = "planted",
+    families: tuple[str, ...] = STUDY_FAMILIES,
+    edit: Edit | None = None,
+    edit_params: Mapping[str, Any] | None = None,
+    design: tuple[int, int, int] = (10, 12, 22),
+) -> Scenario:
+    """A scenario of production-size planted sets (``harness.planted``): ``design`` is
+    (subjects, attributes, sentences per pair) of the default dataset, ``base`` the bulk and
+    width, ``nuisances`` what real residual streams add, ``side_modes`` and ``edit`` the
+    planted truth. ``edit_params`` must name everything ``edit`` depends on: it keys the
+    stored reps with the rest."""
+    data = production_dataset(*design)
+
+    def plant(seed: int) -> tuple[Dataset, ActivationSet]:
+        acts = planted_set(data, base, nuisances, side_modes, seed)
+        if edit is not None:
+            resid = np.array(acts.resid, dtype=np.float32)
+            edit(data, resid, np.random.default_rng([seed, 7]))
+            acts = ActivationSet(resid, acts.n_tokens, acts.meta)
+        return data, acts
+
+    params = {
+        "design": list(design),
+        "base": asdict(base),
+        "nuisances": asdict(nuisances),
+        "side_modes": None if side_modes is None else asdict(side_modes),
+        "edit": dict(edit_params or {}),
+    }
+    settings = run_settings(data, base.d_model, families) | {"layers": base.n_layers}
+    return Scenario(name, truth, plant, description, params, settings, model, families)
 
 
 # --------------------------------------------------------------------- the rep store
@@ -436,8 +486,6 @@ def read_summary(path: Path = SUMMARY_FILE) -> list[dict[str, Any]]:
 def run_settings(dataset: Dataset, d_model: int, families: Sequence[str]) -> dict[str, Any]:
     """The settings a calibration row is measured at, read off a run (or a planted set):
     the crossed design, sentences per pair, width and families."""
-    from harness.stats.distributions import STUDY_FAMILIES
-
     cells = dataset.frame.groupby(["subject", "attribute"]).size()
     families = tuple(families)
     return {
