@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 
@@ -163,7 +165,7 @@ CALIBRATION = (
         False,
         "normal; the same nuisances and 3 massive dims (100-900 bulk units)",
         Base("normal", **ONE_LAYER),
-        Nuisances(**{**REALISTIC.__dict__, "massive_dims": 3}),
+        replace(REALISTIC, massive_dims=3),
     ),
     planted("t3 bulk", False, "iid Student t(3) coordinates", Base("t3", **ONE_LAYER)),
 )

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from tabulate import tabulate
 
-from harness import __version__
+from harness import __version__, calibration
 from harness.claim import ClaimResult
 from harness.figures import KINDS
 
@@ -164,8 +164,11 @@ def write(state: LmSession) -> Path:
         if spec.caveats:
             lines += ["**Caveats.**", ""]
             lines += [f"- {caveat}" for caveat in spec.caveats] + [""]
+        calibrated = calibration.rows_for(claim_id, spec.version)
+        lines += calibration_lines(calibrated)
         for result in (r for r in state.results if r.claim_id == claim_id):
             lines += [f"### {result.model}: {result.verdict}", "", result.summary(), ""]
+            lines += [coverage_line(calibrated, _run_settings(state, result.model)), ""]
             lines += [f"- {note}" for note in result.notes] + [""]
             for name, table in result.tables.items():
                 if table.empty:
@@ -194,6 +197,59 @@ def write(state: LmSession) -> Path:
     (out / "results.json").write_text(text + "\n")
     _point_latest(out)
     return out / "report.md"
+
+
+def calibration_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The committed calibration of this claim version (docs/calibration.md), shown before
+    its verdicts: how often it says SUPPORTED when its effect is planted and when not."""
+    if not rows:
+        return [
+            "**Calibration.** None recorded for this claim version: its power and "
+            "false-positive rate are unknown.",
+            "",
+        ]
+    table = [
+        {
+            "scenario": row["scenario"],
+            "kind": row["kind"],
+            "planted": row["description"],
+            "reps": row["reps"],
+            "SUPPORTED": f"{row['supported']:.2f} "
+            f"[{row['supported_ci'][0]:.2f}, {row['supported_ci'][1]:.2f}]",
+        }
+        for row in rows
+    ]
+    settings = ", ".join(f"{k} {v}" for k, v in rows[0]["settings"].items())
+    return [
+        "**Calibration** (share of planted sets SUPPORTED: the power under a truth, the "
+        f"false-positive rate under a null; 95% Clopper-Pearson; measured at {settings}; "
+        "docs/calibration.md).",
+        "",
+        tabulate(table, headers="keys", tablefmt="github"),
+        "",
+    ]
+
+
+def coverage_line(rows: list[dict[str, Any]], run: dict[str, Any] | None) -> str:
+    if not rows:
+        return "*Not calibrated: no calibration recorded for this claim version.*"
+    if run is None:
+        return "*Calibration coverage unknown: this run's settings were not recorded.*"
+    reasons = calibration.uncovered(rows[0]["settings"], run)
+    if reasons:
+        return "*Not calibrated at these settings:* " + "; ".join(reasons) + "."
+    return "*Calibrated at these settings* (design, sentences per pair, width, families)."
+
+
+def _run_settings(state: LmSession, model: str) -> dict[str, Any] | None:
+    families = state.config.fit.families
+    evidence = state.evidence.get(model)
+    if evidence is not None:
+        return calibration.run_settings(evidence.dataset, evidence.activations.d_model, families)
+    meta = state.remote_models.get(model, {})
+    if state.dataset is not None and isinstance(meta.get("d_model"), int):
+        return calibration.run_settings(state.dataset, meta["d_model"], families)
+    return None
 
 
 def _point_latest(out: Path) -> None:
