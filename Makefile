@@ -10,7 +10,7 @@ OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 # other (a 576x576 eigendecomposition went from 29 ms to 4.5 s under load).
 ENV := $(OFFLINE) OPENBLAS_NUM_THREADS=1
 
-.PHONY: setup report reports test lint
+.PHONY: setup report reports test lint calibrate
 setup: $(VENV)/.installed
 
 # torch is installed first and pinned: the CPU wheel lies on disk, while a bare `torch`
@@ -30,6 +30,14 @@ report: setup
 reports: setup
 	$(ENV) $(PY) -m pytest claims/ --lm-models smollm2-135m
 	$(ENV) $(PY) -m pytest claims/ --lm-models gemma3-270m
+
+# Every claim's power and false-positive rate on production-size planted sets
+# (docs/calibration.md): hours on 2 cores for the whole table, so it resumes from the reps
+# stored in calibration/records/ and recomputes only rows whose claim version or scenario
+# changed. CLAIMS=id,id runs some claims; REPS sets reps per scenario.
+REPS ?= 200
+calibrate: setup
+	$(ENV) $(PY) -m harness.calibration --reps $(REPS) $(if $(CLAIMS),--claims $(CLAIMS))
 
 test: setup
 	$(ENV) $(PY) -m pytest

@@ -172,6 +172,9 @@ def test_command_line_writes_the_table_and_the_summary_reports_read(tmp_path):
     entries = json.loads(summary.read_text())
     assert {e["scenario"] for e in entries} == {"shifted", "centred", "mislabelled"}
     assert all(e["reps"] == 8 and len(e["supported_ci"]) == 2 for e in entries)
+    # A second run of fewer reps replaces the rows; a new version drops the old rows.
+    assert calibration.main([*argv[:5], "3", *argv[6:]]) == 0
+    assert {e["reps"] for e in json.loads(summary.read_text())} == {3}
     rows = calibration.rows_for("toy-positive-mean", 1, summary)
     assert len(rows) == 3 and calibration.rows_for("toy-positive-mean", 2, summary) == []
 
@@ -206,3 +209,44 @@ def test_a_run_is_covered_only_at_the_calibrated_settings():
         "per_pair 3 (calibrated: 22)",
         "families core (calibrated: study)",
     ]
+
+
+def test_a_real_data_null_permutes_labels_within_the_other_factor(tmp_path):
+    from harness import synthetic
+
+    data = synthetic.dataset(n_subjects=3, n_attributes=4, per_pair=5)
+    acts = synthetic.activations(data, "normal", n_layers=2, d_model=6, seed=3)
+    folder = synthetic.write_activation_set(tmp_path / "set", data, acts, model="tiny-real")
+    scenario = calibration.permuted(folder, "attribute", families=("norm",))
+    assert not scenario.truth and scenario.model == "tiny-real"
+    assert scenario.settings["subjects"] == 3 and scenario.settings["layers"] == 2
+    first, acts_1 = scenario.plant(0)
+    second, _ = scenario.plant(1)
+    original = data.frame.reset_index(drop=True)
+    for permuted_data in (first, second):
+        frame = permuted_data.frame
+        # Subjects and every pair's size stay; attributes move only within a subject.
+        assert (frame["subject"] == original["subject"]).all()
+        assert (frame.groupby(["subject", "attribute"]).size() == 5).all()
+        for rows in original.groupby("subject").indices.values():
+            assert sorted(frame["attribute"][rows]) == sorted(original["attribute"][rows])
+    assert not (first.frame["attribute"] == original["attribute"]).all()
+    assert not (first.frame["attribute"] == second.frame["attribute"]).all()
+    assert (acts_1.resid == acts.resid).all()  # the sentences keep their activations
+    with pytest.raises(ValueError, match="shuffle must be one of"):
+        calibration.permuted(folder, "sentence")
+
+
+def test_real_data_nulls_run_through_the_harness(tmp_path):
+    from harness import synthetic
+
+    claim = toy_claim(tmp_path, shift=0.0)
+    data = synthetic.dataset(n_subjects=3, n_attributes=2, per_pair=5)
+    acts = synthetic.activations(data, "normal", n_layers=1, d_model=8, seed=3)
+    folder = synthetic.write_activation_set(tmp_path / "set", data, acts)
+    scenario = calibration.permuted(folder, "subject", families=("norm",))
+    store = Store(tmp_path / "store")
+    serial = calibration.calibrate(claim, scenario, 4, store, n_jobs=1)
+    # Workers rebuild the scenario from its reference (no claim module declares it).
+    parallel = calibration.calibrate(claim, scenario, 4, Store(tmp_path / "other"), n_jobs=2)
+    assert serial.verdicts == parallel.verdicts and serial.reps == 4
