@@ -3,11 +3,15 @@ layers (anisotropy), and a few dimensions drive it."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 
+from harness.calibration import planted
 from harness.claim import ClaimResult, ClaimSpec, Verdict, claim_test
 from harness.evidence import Evidence
+from harness.planted import Base, Nuisances
 from harness.stats.geometry import unrelated_cosine
 
 SPEC = ClaimSpec(
@@ -157,3 +161,48 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
 
 
 test_anisotropy = claim_test(SPEC, evaluate)
+
+
+# Calibration at the reports' sizes (docs/calibration.md). Two layers: the claim reads the
+# layers at normalized depth >= 1/3, so the second is the one decided on. A shared direction
+# in a few dimensions (massive dims: fixed sign in every sentence) gives unrelated sentences
+# a mean cosine ~ |m|^2 / (|m|^2 + the bulk's energy); with the nuisances below the bulk's
+# energy is ~840 squared bulk units, so 3 massive dims at 3.3, 10 and 30 bulk units
+# (|m|^2 ~ 1000) give ~0.55, SmolLM2-135M's 0.554. Crossed subject/attribute effects are
+# not shared by unrelated sentences, so they add noise, not cosine.
+REALISTIC = Nuisances(
+    scale_sigma=0.15, offset_sd=0.2, subject_sd=0.3, attribute_sd=0.3, pair_sd=0.2
+)
+TWO_LAYERS = {"n_layers": 2}
+CALIBRATION = (
+    planted(
+        "shared direction in 3 dims, SmolLM2-sized",
+        True,
+        "3 massive dims at 3.3, 10 and 30 bulk units (mean cosine ~0.55, as SmolLM2-135M's "
+        "0.554); per-dim log-scale sd 0.15, offsets 0.2, crossed effects 0.3/0.3/0.2",
+        Base("logistic", **TWO_LAYERS),
+        replace(REALISTIC, massive_dims=3, massive_scale=10.0),
+    ),
+    planted(
+        "massive dims at full size",
+        True,
+        "3 massive dims at 100, 300 and 900 bulk units (mean cosine ~1); the same nuisances",
+        Base("logistic", **TWO_LAYERS),
+        replace(REALISTIC, massive_dims=3),
+    ),
+    planted(
+        "shared offset spread over all dims",
+        False,
+        "no massive dims; per-dim offsets sd 1.2 bulk units (mean cosine ~0.5, carried by all "
+        "576 dims, not a few); scale sd 0.15, crossed effects 0.3/0.3/0.2",
+        Base("logistic", **TWO_LAYERS),
+        replace(REALISTIC, offset_sd=1.2),
+    ),
+    planted(
+        "isotropic bulk with scale spread and crossed effects",
+        False,
+        "no massive dims, no offsets; per-dim log-scale sd 0.3, crossed effects 0.3/0.3/0.2",
+        Base("logistic", **TWO_LAYERS),
+        replace(REALISTIC, offset_sd=0.0, scale_sigma=0.3),
+    ),
+)

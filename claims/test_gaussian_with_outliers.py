@@ -4,14 +4,17 @@ few outlier dimensions are removed."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from harness.cache import source_fingerprint
+from harness.calibration import planted
 from harness.claim import ClaimResult, ClaimSpec, Verdict, claim_test
 from harness.evidence import TABLE_SEED, Evidence
+from harness.planted import Base, Nuisances
 from harness.stats.distributions import ENGINE_VERSION, DegenerateSampleError, rank
 from harness.stats.geometry import top_energy_dims
 from harness.stats.inference import cluster_bootstrap_share
@@ -225,3 +228,60 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
 
 
 test_gaussian_with_outliers = claim_test(SPEC, evaluate)
+
+
+# Calibration at the reports' sizes (docs/calibration.md). Two layers: the claim is decided
+# per (layer, pair) sample and needs no depth, but one layer gives only 20 samples, and a
+# Gaussian wins AIC against its nesting rivals (t, gennorm) in only ~80% of pure Gaussian
+# samples, so 20 samples often leave the share's lower bound at 0.5. The truth is what the
+# claim states: a Gaussian bulk with a few massive outlier dims, plus the nuisances a real
+# residual stream adds (unequal per-dimension scales, offsets, crossed subject/attribute/pair
+# effects). The per-dimension scale spread makes the pooled sample a scale mixture of
+# Gaussians (excess kurtosis ~ 3 (exp(4 sigma^2) - 1), 0.28 at sigma 0.15), which AIC tells
+# from a Gaussian at 12,672 values: the truths with scale spread miss for that reason (the
+# claim tests the pooled sample); the equal-scales truth checks the plant itself.
+REALISTIC = Nuisances(
+    scale_sigma=0.15, offset_sd=0.2, subject_sd=0.3, attribute_sd=0.3, pair_sd=0.2, massive_dims=3
+)
+TWO_LAYERS = {"n_layers": 2}
+SCALE_MIXTURE = (
+    "Gaussian dimensions with unequal scales pool into a scale mixture (excess kurtosis "
+    "~0.25 at log-scale sd 0.15), which AIC at 12,672 values tells from one Gaussian: t or "
+    "gennorm wins and the claim reads REFUTED on its own realistic truth. The rework "
+    "(issue 20) decides by effect size instead."
+)
+CALIBRATION = (
+    planted(
+        "gaussian bulk with nuisances and massive dims",
+        True,
+        "normal; 3 massive dims (100-900 bulk units), per-dim log-scale sd 0.15, offsets 0.2, "
+        "crossed effects 0.3/0.3/0.2",
+        Base("normal", **TWO_LAYERS),
+        REALISTIC,
+        known_miss=SCALE_MIXTURE,
+    ),
+    planted(
+        "gaussian bulk with small scale spread",
+        True,
+        "normal; 3 massive dims, per-dim log-scale sd 0.1, offsets 0.2, crossed effects "
+        "0.3/0.3/0.2",
+        Base("normal", **TWO_LAYERS),
+        replace(REALISTIC, scale_sigma=0.1),
+        known_miss=SCALE_MIXTURE,
+    ),
+    planted(
+        "gaussian bulk with equal scales",
+        True,
+        "normal; 3 massive dims, offsets 0.2, crossed effects 0.3/0.3/0.2, no scale spread",
+        Base("normal", **TWO_LAYERS),
+        replace(REALISTIC, scale_sigma=0.0),
+    ),
+    planted(
+        "logistic bulk with nuisances and massive dims",
+        False,
+        "logistic; the same nuisances and 3 massive dims as the first truth",
+        Base("logistic", **TWO_LAYERS),
+        REALISTIC,
+    ),
+    planted("t3 bulk", False, "iid Student t(3) coordinates", Base("t3", **TWO_LAYERS)),
+)

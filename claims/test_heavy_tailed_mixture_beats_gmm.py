@@ -3,12 +3,16 @@ mixtures of the same size, on a model's residual stream."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 
 from harness.cache import source_fingerprint
+from harness.calibration import planted
 from harness.claim import ClaimResult, ClaimSpec, Verdict, claim_test
 from harness.evidence import Evidence
+from harness.planted import Base, Nuisances
 from harness.stats import anomaly
 
 # Attributes held out as anomalies (matched case-insensitively as substrings): two other
@@ -460,3 +464,59 @@ def _tables(
 
 
 test_heavy_tailed_mixture_beats_gmm = claim_test(SPEC, evaluate)
+
+
+# Calibration at the reports' sizes (docs/calibration.md): the anomalous attributes' sentences
+# spread wider than the normal ones (an anomaly the write-up's heavy tails should help with).
+# One layer (the claim averages over up to 6). Under a heavy-tailed (t3) bulk the logistic
+# detector should win; under a Gaussian bulk the Gaussian mixture is the right model and a
+# SUPPORTED verdict is a false positive.
+SPREAD = 1.4
+
+
+def spread_anomalies(data, resid: np.ndarray, rng: np.random.Generator) -> None:
+    """Sentences of the anomalous attributes spread SPREAD x wider about the normal
+    sentences' per-dimension mean, at every layer."""
+    kinds = [_anomaly_type(a) for a in data.frame["attribute"]]
+    odd = np.array([k is not None for k in kinds])
+    for layer in resid:
+        centre = layer[~odd].mean(axis=0)
+        layer[odd] = centre + SPREAD * (layer[odd] - centre)
+
+
+REALISTIC = Nuisances(
+    scale_sigma=0.15, offset_sd=0.2, subject_sd=0.3, attribute_sd=0.3, pair_sd=0.2
+)
+_ANOMALY = {"edit": spread_anomalies, "edit_params": {"spread_anomalies": SPREAD}}
+CALIBRATION = (
+    planted(
+        "t3 bulk, anomalies 1.4x wider",
+        True,
+        "t3 coordinates; Japanese, Spanish, upper-case sentences spread 1.4x",
+        Base("t3", n_layers=1),
+        **_ANOMALY,
+    ),
+    planted(
+        "gaussian bulk, anomalies 1.4x wider",
+        False,
+        "normal coordinates, same anomalies: the Gaussian mixture is the right model",
+        Base("normal", n_layers=1),
+        **_ANOMALY,
+    ),
+    planted(
+        "t3 bulk with nuisances, anomalies 1.4x wider",
+        True,
+        "t3; per-dim log-scale sd 0.15, offsets 0.2, crossed effects 0.3/0.3/0.2; anomalies 1.4x",
+        Base("t3", n_layers=1),
+        REALISTIC,
+        **_ANOMALY,
+    ),
+    planted(
+        "gaussian bulk with nuisances and massive dims, anomalies 1.4x wider",
+        False,
+        "normal; the same nuisances, 3 massive dims; anomalies 1.4x",
+        Base("normal", n_layers=1),
+        replace(REALISTIC, massive_dims=3),
+        **_ANOMALY,
+    ),
+)

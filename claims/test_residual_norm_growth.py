@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 
+from harness.calibration import planted
 from harness.claim import ClaimResult, ClaimSpec, Verdict, claim_test
+from harness.dataset import Dataset
 from harness.evidence import Evidence
+from harness.planted import Base, Nuisances
 from harness.stats.geometry import norm_growth
 
 SPEC = ClaimSpec(
@@ -134,3 +139,66 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
 
 
 test_residual_norm_growth = claim_test(SPEC, evaluate)
+
+
+# Calibration at the reports' sizes (docs/calibration.md). Six layers: the claim needs 4,
+# and the moving massive dims need a first, middle and last third. The nuisances are what a
+# real residual stream adds (3 massive dims at 100-900 bulk units, which dominate the norm,
+# unequal per-dimension scales, offsets, crossed subject/attribute/pair effects).
+REALISTIC = Nuisances(
+    massive_dims=3, scale_sigma=0.15, offset_sd=0.2, subject_sd=0.3, attribute_sd=0.3, pair_sd=0.2
+)
+SIX_LAYERS = 6
+LINEAR_SLOPE = 2.0
+
+
+def _linear_growth(data: Dataset, resid: np.ndarray, rng: np.random.Generator) -> None:
+    """Norm proportional to 1 + 2 x layer: it grows, but not geometrically (the per-layer
+    ratio falls from 3 to 1.2)."""
+    resid *= (1.0 + LINEAR_SLOPE * np.arange(resid.shape[0], dtype=np.float32))[:, None, None]
+
+
+CALIBRATION = (
+    planted(
+        "geometric growth 1.1 with nuisances",
+        True,
+        "norm x1.1 per layer over 6 layers (SmolLM2-135M: x1.085); 3 massive dims, per-dim "
+        "log-scale sd 0.15, offsets 0.2, crossed effects 0.3/0.3/0.2",
+        Base("logistic", n_layers=SIX_LAYERS, growth=1.1),
+        REALISTIC,
+    ),
+    planted(
+        "geometric growth 1.045 with nuisances",
+        True,
+        "norm x1.045 per layer over 6 layers (the source's GPT-2 XL rate); the same nuisances",
+        Base("logistic", n_layers=SIX_LAYERS, growth=1.045),
+        REALISTIC,
+    ),
+    planted(
+        "flat norm with moving massive dims",
+        False,
+        "no growth; 3 massive dims that halve over the middle third while a fourth grows to "
+        "900 bulk units (the norm dips ~8%, then ends ~7% above layer 0); the same other "
+        "nuisances",
+        Base("logistic", n_layers=SIX_LAYERS),
+        replace(REALISTIC, massive_moving=True),
+    ),
+    planted(
+        "flat norm with scale spread",
+        False,
+        "no growth; per-dim log-scale sd 0.3, offsets 0.2, crossed effects 0.3/0.3/0.2, no "
+        "massive dims",
+        Base("logistic", n_layers=SIX_LAYERS),
+        replace(REALISTIC, massive_dims=0, scale_sigma=0.3),
+    ),
+    planted(
+        "linear growth with nuisances",
+        False,
+        "norm proportional to 1 + 2 x layer over 6 layers (grows x11, not geometrically); the "
+        "same nuisances",
+        Base("logistic", n_layers=SIX_LAYERS),
+        REALISTIC,
+        edit=_linear_growth,
+        edit_params={"linear_growth_slope": LINEAR_SLOPE},
+    ),
+)
