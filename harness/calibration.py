@@ -715,4 +715,8 @@ class _backend:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Through the module's import name, not __main__: the reps' functions must pickle by
+    # reference for joblib's worker processes.
+    from harness.calibration import main as _main
+
+    raise SystemExit(_main())

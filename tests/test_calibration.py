@@ -250,3 +250,36 @@ def test_real_data_nulls_run_through_the_harness(tmp_path):
     # Workers rebuild the scenario from its reference (no claim module declares it).
     parallel = calibration.calibrate(claim, scenario, 4, Store(tmp_path / "other"), n_jobs=2)
     assert serial.verdicts == parallel.verdicts and serial.reps == 4
+
+
+def test_python_m_runs_reps_in_worker_processes(tmp_path):
+    """``python -m harness.calibration`` with two workers: the reps' function must pickle
+    by reference to its module, not as ``__main__``'s (which carried the loaded claims)."""
+    import subprocess
+    import sys
+
+    claims_dir = tmp_path / "claims"
+    claims_dir.mkdir()
+    toy_claim(claims_dir)
+    out, summary = tmp_path / "calibration.md", tmp_path / "calibration.json"
+    command = [
+        sys.executable,
+        "-m",
+        "harness.calibration",
+        "--claims-dir",
+        str(claims_dir),
+        "--store",
+        str(tmp_path / "store"),
+        "--reps",
+        "4",
+        "--jobs",
+        "2",
+        "--out",
+        str(out),
+        "--summary",
+        str(summary),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "toy-positive-mean v1 shifted (truth): SUPPORTED 1.00" in done.stdout
+    assert len(json.loads(summary.read_text())) == 3
