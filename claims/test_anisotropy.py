@@ -16,7 +16,7 @@ from harness.stats.geometry import unrelated_cosine
 
 SPEC = ClaimSpec(
     id="anisotropy",
-    version=1,
+    version=2,
     title="Residuals are anisotropic in middle and late layers, driven by a few dimensions",
     source=(
         "Ethayarajh (2019), 'How Contextual are Contextualized Word Representations?' "
@@ -34,8 +34,8 @@ SPEC = ClaimSpec(
         "the 5 dimensions contributing most (chosen per layer on all pairs; for unit vectors "
         "cos = sum_d u_d v_d, so each dimension's mean product is its additive part). Both "
         "are averaged over the middle and late layers (normalized depth >= 1/3) with 95% "
-        "percentile intervals from a bootstrap over (subject, attribute) pairs (300 "
-        "resamples). SUPPORTED when the mean "
+        "percentile intervals from a two-way bootstrap of subjects and attributes (300 "
+        "resamples; version 1 resampled the pairs as if independent). SUPPORTED when the mean "
         "cosine's lower bound exceeds 0.3 and the top-5 share's lower bound exceeds 0.5; "
         "REFUTED when the mean cosine's upper bound is below 0.3 (not anisotropic) or it is "
         "anisotropic but the top-5 share's upper bound is below 0.5 (spread over many "

@@ -12,11 +12,11 @@ from harness.claim import ClaimResult, ClaimSpec, Verdict, claim_test
 from harness.evidence import Evidence
 from harness.planted import Base, Nuisances
 from harness.stats.distributions import LOGISTIC_FAMILY
-from harness.stats.inference import cluster_bootstrap_share
+from harness.stats.inference import crossed_bootstrap_share
 
 SPEC = ClaimSpec(
     id="logistic-dominance",
-    version=1,
+    version=2,
     caveats=(
         (
             "The values of one sample are not independent (the same coordinates recur in each of "
@@ -46,8 +46,11 @@ SPEC = ClaimSpec(
         "at one layer) is fitted by maximum likelihood with every selected family and the "
         "families are ranked by the run's criterion (AIC by default). The statistic is the "
         "share of samples whose winner is logistic, genlogistic or hypsecant, with a 95% CI "
-        "from a bootstrap over (subject, attribute) pairs, since samples of one pair are "
-        "correlated across layers. SUPPORTED when the CI's lower bound exceeds 0.5 and the "
+        "from a two-way bootstrap of subjects and attributes (samples of one pair are "
+        "correlated across layers, and pairs sharing a subject or an attribute with each "
+        "other; version 1 resampled the pairs as if independent); a share of 0 or 1 gets "
+        "the exact Clopper-Pearson interval over the pairs. SUPPORTED when the CI's lower "
+        "bound exceeds 0.5 and the "
         "Gaussian wins less often than the logistic family; REFUTED when the upper bound is "
         "below 0.5 or the Gaussian wins at least as often; INCONCLUSIVE otherwise."
     ),
@@ -73,12 +76,13 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
     fits = evidence.fits
     won = winners(fits, criterion)
     n_pairs = won["pair"].nunique()
+    crossed = min(won["subject"].nunique(), won["attribute"].nunique()) >= 2
     tables = {
         "winners": _winner_table(fits),
         "per_layer": _per_layer(won),
         "invalid": _invalid_table(fits),
     }
-    if n_pairs < spec.thresholds["min_pairs"]:
+    if n_pairs < spec.thresholds["min_pairs"] or not crossed:
         return spec.result(
             evidence.model,
             Verdict.INCONCLUSIVE,
@@ -86,13 +90,18 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
             n=len(won),
             notes=(
                 f"only {n_pairs} subject/attribute pairs; at least "
-                f"{int(spec.thresholds['min_pairs'])} are needed for a pair bootstrap",
+                f"{int(spec.thresholds['min_pairs'])} of two or more subjects and attributes "
+                "are needed for a subject x attribute bootstrap",
             ),
             tables=tables,
         )
     hits = won["family"].isin(LOGISTIC_FAMILY).to_numpy()
-    boot = cluster_bootstrap_share(
-        hits, won["pair"].to_numpy(), null_value=spec.thresholds["share"], seed=evidence.seed
+    boot = crossed_bootstrap_share(
+        hits,
+        won["subject"].to_numpy(),
+        won["attribute"].to_numpy(),
+        null_value=spec.thresholds["share"],
+        seed=evidence.seed,
     )
     norm_share = float((won["family"] == "norm").mean())
     lo, hi = boot.confidence_interval
@@ -116,7 +125,7 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
         n=len(won),
         effect=boot.statistic,
         ci=boot.confidence_interval,
-        pvalue=boot.pvalue,
+        pvalue=boot.pvalue_greater,
         notes=notes,
         tables=tables,
     )

@@ -18,7 +18,7 @@ from harness.stats.geometry import massive_activations, outlier_dimensions, top_
 
 SPEC = ClaimSpec(
     id="outlier-dimensions",
-    version=1,
+    version=2,
     title="A few residual dimensions are outliers, the same ones across layers",
     source=(
         "Dettmers et al. (2022), 'LLM.int8(): 8-bit Matrix Multiplication for Transformers at "
@@ -39,8 +39,9 @@ SPEC = ClaimSpec(
         "(one token per sentence stands in for the paper's sequence positions) and is an "
         "outlier dimension when hit in >= 25% of the layers, so it is by construction the same "
         "dimension across layers. The statistic is the number of outlier dimensions, with a "
-        "95% percentile interval from a bootstrap over (subject, attribute) pairs (500 "
-        "resamples, recounted). SUPPORTED when the interval lies in [1, 2% of d_model] (some "
+        "95% percentile interval from a two-way bootstrap of subjects and attributes (500 "
+        "resamples, recounted; version 1 resampled the pairs as if independent). SUPPORTED "
+        "when the interval lies in [1, 2% of d_model] (some "
         "and few); REFUTED when its upper bound is 0 (none) or its lower bound exceeds 2% of "
         "d_model (not a few); INCONCLUSIVE otherwise. Massive activations (|x| > 100 and >= "
         "1000x the vector's median |x|) and the raw-scale count are reported, not decided on."
@@ -92,7 +93,9 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
     n_layers, n, d_model = resid.shape
     n_pairs = len(evidence.pairs)
     name = "number of outlier dimensions"
-    if n_pairs < th["min_pairs"] or n_layers < th["min_layers"]:
+    subjects, attributes = evidence.dataset.frame["subject"], evidence.dataset.frame["attribute"]
+    crossed = min(subjects.nunique(), attributes.nunique()) >= 2
+    if n_pairs < th["min_pairs"] or n_layers < th["min_layers"] or not crossed:
         return spec.result(
             evidence.model,
             Verdict.INCONCLUSIVE,
@@ -100,17 +103,18 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
             n=n,
             notes=(
                 f"{n_pairs} pairs and {n_layers} layers; at least {int(th['min_pairs'])} pairs "
-                f"and {int(th['min_layers'])} layers are needed ('25% of layers' needs several)",
+                f"of two or more subjects and attributes, and {int(th['min_layers'])} layers "
+                "are needed ('25% of layers' needs several)",
             ),
         )
-    labels = evidence.sentence_pairs
+    labels = (subjects.to_numpy(), attributes.to_numpy())
     criterion = {
         "magnitude": th["magnitude"],
         "row_share": th["row_share"],
         "layer_share": th["layer_share"],
     }
-    found = outlier_dimensions(resid, labels, **criterion, seed=evidence.seed)
-    raw = outlier_dimensions(resid, labels, **criterion, normalize=False, n_resamples=1)
+    found = outlier_dimensions(resid, *labels, **criterion, seed=evidence.seed)
+    raw = outlier_dimensions(resid, *labels, **criterion, normalize=False, n_resamples=1)
     few = th["few_share"] * d_model
     lo, hi = found.confidence_interval
     if lo >= 1 and hi <= few:

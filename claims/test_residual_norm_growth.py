@@ -16,7 +16,7 @@ from harness.stats.geometry import norm_growth
 
 SPEC = ClaimSpec(
     id="residual-norm-growth",
-    version=1,
+    version=2,
     title="Residual-stream norm grows geometrically with depth",
     source=(
         "Heimersheim & Turner (2023), 'Residual stream norms grow exponentially over the "
@@ -30,8 +30,9 @@ SPEC = ClaimSpec(
         "Per layer, the mean log L2 norm of the residual vectors (one per sentence at the "
         "selected token; a geometric mean); a straight line through it against the layer "
         "index gives the growth factor per layer, exp(slope), and its R^2 says how close to "
-        "geometric the growth is. Both get 95% percentile intervals from a bootstrap over "
-        "(subject, attribute) pairs (2,000 resamples; everything refitted). SUPPORTED when the "
+        "geometric the growth is. Both get 95% percentile intervals from a two-way bootstrap "
+        "of subjects and attributes (2,000 resamples; everything refitted; version 1 "
+        "resampled the pairs as if independent). SUPPORTED when the "
         "growth factor's lower bound exceeds 1 and R^2's lower bound reaches 0.9; REFUTED "
         "when the factor's upper bound is below 1 (the norm shrinks) or R^2's upper bound is "
         "below 0.9 (not geometric); INCONCLUSIVE otherwise."
@@ -75,7 +76,9 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
         ]
     )
     name = "growth factor per layer"
-    if n_pairs < th["min_pairs"] or n_layers < th["min_layers"]:
+    subjects, attributes = evidence.dataset.frame["subject"], evidence.dataset.frame["attribute"]
+    crossed = min(subjects.nunique(), attributes.nunique()) >= 2
+    if n_pairs < th["min_pairs"] or n_layers < th["min_layers"] or not crossed:
         return spec.result(
             evidence.model,
             Verdict.INCONCLUSIVE,
@@ -83,11 +86,11 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
             n=norms.shape[1],
             notes=(
                 f"{n_pairs} pairs and {n_layers} layers; at least {int(th['min_pairs'])} pairs "
-                f"and {int(th['min_layers'])} layers are needed for a trend with a pair "
-                "bootstrap",
+                f"of two or more subjects and attributes, and {int(th['min_layers'])} layers "
+                "are needed for a trend with a subject x attribute bootstrap",
             ),
         )
-    fit = norm_growth(norms, evidence.sentence_pairs, seed=evidence.seed)
+    fit = norm_growth(norms, subjects.to_numpy(), attributes.to_numpy(), seed=evidence.seed)
     lo, hi = fit.confidence_interval
     r2_lo, r2_hi = fit.r2_log_ci
     if lo > th["rate"] and r2_lo >= th["r2_geometric"]:

@@ -233,3 +233,18 @@ def test_needs_two_subjects_and_two_attributes():
         crossed_bootstrap_share(np.arange(10) % 2 == 0, np.arange(10), np.zeros(10))
     with pytest.raises(ValueError, match="labels"):
         crossed_bootstrap_mean(np.arange(5.0), SUBJ, ATTR)
+
+
+def test_too_few_subjects_or_attributes_give_an_unbounded_interval_not_an_error():
+    # 4 subjects x 3 attributes: the widening uses t with 2 degrees of freedom, whose 2.5 %
+    # tail no feasible number of resamples reaches. The design cannot bound the mean over
+    # attributes: the interval is unbounded (a share's is [0, 1]) and nothing is rejected.
+    subjects = np.repeat(np.arange(4), 3)
+    attributes = np.tile(np.arange(3), 4)
+    values = np.random.default_rng(0).normal(5.0, 1.0, 12)
+    mean = crossed_bootstrap_mean(values, subjects, attributes, n_resamples=2000)
+    assert mean.confidence_interval == (-np.inf, np.inf)
+    assert mean.p_greater >= 0.025 and mean.p_less >= 0.025
+    share = crossed_bootstrap_share(np.arange(12) % 3 > 0, subjects, attributes)
+    assert share.confidence_interval == (0.0, 1.0)
+    assert share.pvalue_greater >= 0.025

@@ -49,13 +49,13 @@ def test_unrelated_cosine_refuses_a_single_attribute():
 
 def test_outlier_dimensions_need_the_same_dims_in_enough_layers_and_sentences():
     rng = np.random.default_rng(3)
-    _, _, pairs = _groups()
+    subjects, attributes, pairs = _groups()
     x = rng.normal(size=(8, pairs.size, 128))
     x[:, :, 10] = 30.0  # every layer, every sentence: an outlier dimension
     x[:2, :, 20] = 30.0  # 2 of 8 layers = 25%: just meets the layer criterion
     x[:1, :, 30] = 30.0  # 1 of 8 layers: not systematic
     x[:, :2, 40] = 30.0  # every layer but 2 of 60 sentences (3% < 6%): not hit
-    result = geometry.outlier_dimensions(x, pairs, n_resamples=200)
+    result = geometry.outlier_dimensions(x, subjects, attributes, n_resamples=200)
     assert result.dims == (10, 20)
     assert result.hit[:, 10].all() and not result.hit[:, 40].any()
     assert result.selection_rate[10] == 1.0
@@ -66,14 +66,14 @@ def test_outlier_dimensions_need_the_same_dims_in_enough_layers_and_sentences():
 def test_outlier_normalization_reads_magnitudes_in_rms_units():
     # A stream at scale 10: every |x| > 6 on the raw scale is ordinary there.
     x = np.random.default_rng(4).normal(size=(4, 60, 64)) * 10
-    _, _, pairs = _groups()
-    assert geometry.outlier_dimensions(x, pairs, n_resamples=10).n_dims == 0
-    assert geometry.outlier_dimensions(x, pairs, normalize=False, n_resamples=10).n_dims == 64
+    design = _groups()[:2]
+    assert geometry.outlier_dimensions(x, *design, n_resamples=10).n_dims == 0
+    assert geometry.outlier_dimensions(x, *design, normalize=False, n_resamples=10).n_dims == 64
 
 
-def test_outlier_dimensions_refuse_one_cluster():
-    with pytest.raises(ValueError, match="two clusters"):
-        geometry.outlier_dimensions(np.ones((2, 5, 4)), np.zeros(5))
+def test_outlier_dimensions_refuse_one_subject():
+    with pytest.raises(ValueError, match="two subjects and two attributes"):
+        geometry.outlier_dimensions(np.ones((2, 5, 4)), np.zeros(5), np.arange(5))
 
 
 def test_massive_activations_need_both_the_absolute_and_the_relative_size():
@@ -96,13 +96,13 @@ def test_top_energy_dims_pick_the_dims_carrying_the_norm():
 
 def test_norm_growth_recovers_a_geometric_rate_and_a_poor_fit_for_a_step():
     rng = np.random.default_rng(7)
-    _, _, pairs = _groups()
+    subjects, attributes, pairs = _groups()
     layers = np.arange(12)[:, None]
     noise = np.exp(rng.normal(0.0, 0.1, (12, pairs.size)))
-    fit = geometry.norm_growth(10 * 1.06**layers * noise, pairs, n_resamples=500)
+    fit = geometry.norm_growth(10 * 1.06**layers * noise, subjects, attributes, n_resamples=500)
     assert fit.rate == pytest.approx(1.06, abs=0.005)
     assert fit.r2_log > 0.95
-    step = geometry.norm_growth(np.where(layers < 6, 10.0, 100.0) * noise, pairs)
+    step = geometry.norm_growth(np.where(layers < 6, 10.0, 100.0) * noise, subjects, attributes)
     assert step.r2_log_ci[1] < 0.9
 
 
@@ -110,22 +110,22 @@ def test_norm_growth_interval_covers_the_truth_near_its_nominal_rate():
     # Pair-level random effects make sentences within a pair correlated; the pair bootstrap
     # must still cover the true rate ~95% of the time (binomial sd ~2%: 88% is a floor).
     rng = np.random.default_rng(8)
-    _, _, pairs = _groups(n_subjects=6, n_attributes=4, per_pair=4)
+    subjects, attributes, pairs = _groups(n_subjects=6, n_attributes=4, per_pair=4)
     layers = np.arange(8)[:, None]
     covered = 0
     for rep in range(150):
         slopes = rng.normal(np.log(1.05), 0.01, pairs.max() + 1)[pairs]  # per-pair rates
         logs = np.log(10) + layers * slopes + rng.normal(0.0, 0.05, (8, pairs.size))
         lo, hi = geometry.norm_growth(
-            np.exp(logs), pairs, n_resamples=400, seed=rep
+            np.exp(logs), subjects, attributes, n_resamples=400, seed=rep
         ).confidence_interval
         covered += lo <= 1.05 <= hi
     assert covered / 150 > 0.88
 
 
 def test_norm_growth_refuses_bad_norms():
-    _, _, pairs = _groups()
+    subjects, attributes, pairs = _groups()
     with pytest.raises(ValueError, match="positive"):
-        geometry.norm_growth(np.zeros((4, pairs.size)), pairs)
+        geometry.norm_growth(np.zeros((4, pairs.size)), subjects, attributes)
     with pytest.raises(ValueError, match="n_layers >= 3"):
-        geometry.norm_growth(np.ones((2, pairs.size)), pairs)
+        geometry.norm_growth(np.ones((2, pairs.size)), subjects, attributes)

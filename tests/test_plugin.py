@@ -13,7 +13,7 @@ import transformer_lens.model_bridge  # noqa: F401
 import transformers  # noqa: F401
 from joblib.externals import loky  # noqa: F401
 
-from tests.conftest import make_project
+from tests.conftest import claim_module, make_project
 
 
 @pytest.fixture
@@ -85,7 +85,7 @@ def test_changed_verdict_fails_naming_both(project):
                 "model": "tiny-gpt2",
                 "claims": {
                     "logistic-dominance": {
-                        "claim_version": 1,
+                        "claim_version": claim_module("logistic_dominance").SPEC.version,
                         "verdict": "SUPPORTED",
                         "effect": 0.9,
                         "ci": [0.8, 0.95],

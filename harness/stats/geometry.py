@@ -2,8 +2,9 @@
 
 Pure functions on numpy arrays. Residuals are ``(n_layers, n_sentences, d_model)``; the
 sentences of one (subject, attribute) pair are correlated (same template, same subject),
-so every interval here comes from resampling whole pairs (multinomial cluster weights),
-never from treating coordinates or sentences as independent.
+and pairs sharing a subject or an attribute are correlated too, so every interval here comes
+from the two-way (subject x attribute) bootstrap of the cells (``cell_weights``), never from
+treating coordinates, sentences or pairs as independent.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from harness.stats.inference import crossed_weights
 
 
 def _check_resid(resid: np.ndarray) -> np.ndarray:
@@ -22,26 +25,39 @@ def _check_resid(resid: np.ndarray) -> np.ndarray:
     return x
 
 
-def _cluster_index(clusters: np.ndarray, n: int) -> tuple[np.ndarray, int]:
-    labels, index = np.unique(np.asarray(clusters).ravel(), return_inverse=True)
-    if index.size != n:
-        raise ValueError(f"{index.size} cluster labels for {n} sentences")
-    if len(labels) < 2:
-        raise ValueError("resampling needs at least two clusters (pairs)")
-    return index, len(labels)
+def _cells(
+    subjects: np.ndarray, attributes: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each sentence's (subject, attribute) cell, and each cell's subject and attribute
+    codes: (sentence -> cell index, cell subjects, cell attributes)."""
+    subjects = np.asarray(subjects).ravel()
+    attributes = np.asarray(attributes).ravel()
+    if subjects.size != n or attributes.size != n:
+        raise ValueError(f"need one subject and attribute per sentence ({n})")
+    s_codes = np.unique(subjects.astype(str), return_inverse=True)[1]
+    a_codes = np.unique(attributes.astype(str), return_inverse=True)[1]
+    if s_codes.max(initial=0) < 1 or a_codes.max(initial=0) < 1:
+        raise ValueError("resampling needs at least two subjects and two attributes")
+    _, index = np.unique(s_codes * (a_codes.max() + 1) + a_codes, return_inverse=True)
+    first = np.unique(index, return_index=True)[1]
+    return index, s_codes[first], a_codes[first]
 
 
-def cluster_weights(n_clusters: int, n_resamples: int, seed: int) -> np.ndarray:
-    """(n_resamples, n_clusters) multinomial counts: how often each cluster is drawn."""
-    rng = np.random.default_rng(seed)
-    return rng.multinomial(
-        n_clusters, np.full(n_clusters, 1 / n_clusters), size=n_resamples
-    ).astype(np.float64)
+def cell_weights(
+    cell_subjects: np.ndarray, cell_attributes: np.ndarray, n_resamples: int, seed: int
+) -> np.ndarray:
+    """(n_resamples, n_cells) two-way bootstrap weights of the (subject, attribute) cells:
+    subjects and attributes are crossed, so both are resampled (``crossed_weights``), never
+    the cells as if they were independent."""
+    return crossed_weights(cell_subjects, cell_attributes, n_resamples, seed)
 
 
 def percentile_ci(draws: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of the resampled statistics. A resample where the statistic is
+    undefined (NaN: a two-way draw of one subject has no unrelated sentence pairs) is left
+    out, as that design cannot measure it."""
     alpha = 1 - confidence
-    lo, hi = np.quantile(np.asarray(draws, dtype=np.float64), [alpha / 2, 1 - alpha / 2])
+    lo, hi = np.nanquantile(np.asarray(draws, dtype=np.float64), [alpha / 2, 1 - alpha / 2])
     return float(lo), float(hi)
 
 
@@ -72,7 +88,8 @@ class OutlierDimensions:
 
 def outlier_dimensions(
     resid: np.ndarray,
-    clusters: np.ndarray,
+    subjects: np.ndarray,
+    attributes: np.ndarray,
     magnitude: float = 6.0,
     row_share: float = 0.06,
     layer_share: float = 0.25,
@@ -86,11 +103,12 @@ def outlier_dimensions(
     of the sentences (their "6 % of sequence dimensions"; here one token per sentence); it
     is an *outlier dimension* when hit in at least ``layer_share`` of the layers. With
     ``normalize`` the values are first divided by each vector's RMS (see ``rms_normalized``).
-    The count's interval resamples pairs (``clusters``) with replacement and recounts.
+    The count's interval resamples subjects and attributes (two-way) and recounts.
     """
     x = _check_resid(resid)
     n_layers, n, d_model = x.shape
-    index, n_clusters = _cluster_index(clusters, n)
+    index, cell_subjects, cell_attributes = _cells(subjects, attributes, n)
+    n_clusters = cell_subjects.size
     onehot = np.zeros((n_clusters, n))
     onehot[index, np.arange(n)] = 1.0
     sizes = onehot.sum(axis=1)
@@ -102,7 +120,7 @@ def outlier_dimensions(
     hit = counts.sum(axis=1) / n >= row_share
     share = hit.mean(axis=0)
     dims = tuple(int(d) for d in np.flatnonzero(share >= layer_share))
-    weights = cluster_weights(n_clusters, n_resamples, seed)
+    weights = cell_weights(cell_subjects, cell_attributes, n_resamples, seed)
     n_drawn = np.empty(n_resamples)
     selected = np.zeros(d_model)
     for start in range(0, n_resamples, 50):
@@ -196,13 +214,18 @@ def _line_fit(y: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def norm_growth(
-    norms: np.ndarray, clusters: np.ndarray, n_resamples: int = 2000, seed: int = 0
+    norms: np.ndarray,
+    subjects: np.ndarray,
+    attributes: np.ndarray,
+    n_resamples: int = 2000,
+    seed: int = 0,
 ) -> NormGrowth:
     """Geometric growth of vector norms with depth: ``norms`` is (n_layers, n_sentences).
 
     The per-layer statistic is the mean log-norm over sentences (a geometric mean), the
     rate is exp of its OLS slope on the layer index, and R^2 of that line says how close to
-    geometric the growth is. Pairs are resampled with replacement and everything refitted.
+    geometric the growth is. Subjects and attributes are resampled (two-way) and everything
+    refitted.
     """
     v = np.asarray(norms, dtype=np.float64)
     if v.ndim != 2 or v.shape[0] < 3:
@@ -210,7 +233,8 @@ def norm_growth(
     if not np.all(np.isfinite(v)) or np.any(v <= 0):
         raise ValueError("norms must be finite and positive")
     n_layers, n = v.shape
-    index, n_clusters = _cluster_index(clusters, n)
+    index, cell_subjects, cell_attributes = _cells(subjects, attributes, n)
+    n_clusters = cell_subjects.size
     logs = np.log(v)
     sums = np.stack([np.bincount(index, weights=row, minlength=n_clusters) for row in logs], 1)
     sizes = np.bincount(index, minlength=n_clusters).astype(np.float64)
@@ -218,7 +242,7 @@ def norm_growth(
     point = sums.sum(axis=0) / n
     slope, r2 = _line_fit(point, t)
     _, r2_lin = _line_fit(np.exp(point), t)
-    w = cluster_weights(n_clusters, n_resamples, seed)
+    w = cell_weights(cell_subjects, cell_attributes, n_resamples, seed)
     means = (w @ sums) / (w @ sizes)[:, None]
     slopes, r2s = _line_fit(means, t)
     lo, hi = percentile_ci(slopes)
@@ -317,19 +341,18 @@ def unrelated_cosine(
         raise ValueError(f"need one subject and attribute per sentence ({n})")
     if not 1 <= k <= d_model:
         raise ValueError(f"k must be in 1..{d_model}, got {k}")
-    keys = np.char.add(np.char.add(subjects.astype(str), "\x1f"), attributes.astype(str))
-    index, n_clusters = _cluster_index(keys, n)
-    first = np.unique(index, return_index=True)[1]
-    subject = np.unique(subjects[first], return_inverse=True)[1]
-    attribute = np.unique(attributes[first], return_inverse=True)[1]
-    if len(np.unique(subject)) < 2 or len(np.unique(attribute)) < 2:
+    if len(np.unique(subjects.astype(str))) < 2 or len(np.unique(attributes.astype(str))) < 2:
         raise ValueError("unrelated sentence pairs need at least two subjects and attributes")
+    index, subject, attribute = _cells(subjects, attributes, n)
+    n_clusters = subject.size
     chosen = np.arange(n_layers) if layers is None else np.arange(n_layers)[layers]
     if chosen.size == 0:
         raise ValueError("no layers selected")
     sums = _unit_pair_sums(x, index, n_clusters, standardize)  # (L, P, D)
     sizes = np.bincount(index, minlength=n_clusters).astype(np.float64)
-    w_all = np.vstack([np.ones((1, n_clusters)), cluster_weights(n_clusters, n_resamples, seed)])
+    w_all = np.vstack(
+        [np.ones((1, n_clusters)), cell_weights(subject, attribute, n_resamples, seed)]
+    )
     cos = np.empty((len(w_all), n_layers))
     share = np.empty((len(w_all), n_layers))
     top_dims: list[tuple[int, ...]] = []

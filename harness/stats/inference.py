@@ -3,6 +3,7 @@ comes from resampling whole clusters (sentences or pairs), never individual valu
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 
@@ -281,14 +282,15 @@ def _expanded_interval(
         k -= 1
     while expanded((1 + k) / (b + 1)) < alpha / 2:
         k += 1
-    if k < 1:
-        # Not even a resample set with no draw beyond the null could reject: the interval
-        # would be unbounded. Refuse rather than return bounds the p-values contradict.
-        raise ValueError(f"{b} resamples are too few for a {confidence} interval")
-    k = min(k, b)
-    lo, hi = x[k - 1], x[b - k]
     p_greater = expanded((1 + np.sum(x <= null_value)) / (b + 1))
     p_less = expanded((1 + np.sum(x >= null_value)) / (b + 1))
+    if k < 1:
+        # So few subjects or attributes (n - 1 degrees of freedom) that not even a resample
+        # set with no draw beyond the null could reject: the design cannot bound the
+        # statistic, and the interval is unbounded (the p-values, >= alpha / 2, agree).
+        return (-math.inf, math.inf), p_greater, p_less
+    k = min(k, b)
+    lo, hi = x[k - 1], x[b - k]
     return (float(lo), float(hi)), p_greater, p_less
 
 
@@ -380,7 +382,8 @@ def crossed_bootstrap_share(
     draws = _crossed_ratio_draws(
         h.astype(np.float64), np.ones(h.size), s_idx, a_idx, n_s, n_a, n_resamples, seed
     )
-    ci, p_greater, p_less = _expanded_interval(draws, null_value, confidence, min(n_s, n_a))
+    (lo, hi), p_greater, p_less = _expanded_interval(draws, null_value, confidence, min(n_s, n_a))
+    ci = (max(lo, 0.0), min(hi, 1.0))  # a share's unbounded interval is [0, 1]
     return CrossedShare(
         statistic=share,
         confidence_interval=ci,
