@@ -4,14 +4,18 @@ model's final layer, and no other layer, is."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from harness.calibration import planted
 from harness.claim import ClaimResult, ClaimSpec, Verdict, claim_test
+from harness.dataset import Dataset
 from harness.evidence import Evidence
+from harness.planted import Base, Nuisances, SideModes, constant
 from harness.stats import modes
 from harness.stats.inference import cluster_bootstrap_share
 
@@ -486,3 +490,115 @@ def _study_kde_note(last: pd.DataFrame, state: str, share: float, confidence: fl
 
 
 test_final_layer_bimodality = claim_test(SPEC, evaluate)
+
+
+# Calibration at the reports' sizes (docs/calibration.md). Four layers: the claim reads the
+# final layer and notes the others. The expectation depends on the model name the Evidence
+# carries: a bimodal final layer is the truth for "pythia-160m" and the null for any other
+# model, a unimodal one the reverse. The nuisances are what a real residual stream adds to
+# its bulk: unequal per-dimension scales and offsets, crossed subject/attribute/pair effects.
+REALISTIC = Nuisances(
+    scale_sigma=0.15, offset_sd=0.2, subject_sd=0.3, attribute_sd=0.3, pair_sd=0.2
+)
+FOUR_LAYERS = Base("logistic", n_layers=4)
+# The study's "almost perfectly symmetrically bimodal": as synthetic.bimodal_activations,
+# half the coordinates shifted by +3 logistic scale units and half by -3 (1.84 bulk units
+# each way), the same coordinates in every sentence, in the final layer only.
+SPLIT = {"layer": -1, "shift": 3.0, "balance": 0.5}
+# Mixture modes (30 coordinates each, ~5 % of a sample's values, 15-35 bulk units out),
+# ~1.5 per side per pair at every layer: side humps that are neither high nor heavy.
+SIDE_HUMPS = SideModes(constant(1.5, 4), constant(1.5, 4), dims_per_mode=30)
+
+
+def split_final_layer(data: Dataset, resid: np.ndarray, rng: np.random.Generator) -> None:
+    """Shift a fixed random half of the final layer's coordinates by +SPLIT['shift'] and the
+    others by -SPLIT['shift'] (the sampler's units), in every sentence."""
+    d = resid.shape[2]
+    signs = np.where(rng.permutation(d) < round(SPLIT["balance"] * d), 1.0, -1.0)
+    resid[SPLIT["layer"]] += (SPLIT["shift"] * signs).astype(resid.dtype)
+
+
+MASSIVE_GRID = (
+    "One massive dim puts 22 of a sample's 12,672 values (0.17%) far out, which stretches the "
+    "KDE grid (0.1-99.9% quantiles) so far that the 31-point peak distance merges two modes "
+    "~1.6 robust sd apart: with massive dims the verdict follows them, not the modes "
+    "(pythia-160m reads REFUTED, any other model SUPPORTED). The rework (issue 19) finds modes "
+    "on a grid in bulk units."
+)
+CALIBRATION = (
+    planted(
+        "pythia-160m: symmetric bimodal final layer",
+        True,
+        "final layer: half the coordinates +3, half -3 logistic scale units (1.84 bulk units "
+        "each way); per-dim log-scale sd 0.15, offsets 0.2, crossed effects 0.3/0.3/0.2",
+        FOUR_LAYERS,
+        REALISTIC,
+        model="pythia-160m",
+        edit=split_final_layer,
+        edit_params=SPLIT,
+    ),
+    planted(
+        "other model: unimodal, all nuisances",
+        True,
+        "logistic, no layer bimodal; per-dim log-scale sd 0.3, offsets 0.2, crossed effects "
+        "0.3/0.3/0.2, 3 massive dims (100-900 bulk units), ~1.5 side humps per side "
+        "(30 dims each at 15-35 bulk units)",
+        FOUR_LAYERS,
+        replace(REALISTIC, scale_sigma=0.3, massive_dims=3),
+        SIDE_HUMPS,
+    ),
+    planted(
+        "pythia-160m: symmetric bimodal final layer, massive dims",
+        True,
+        "the pythia-160m truth plus 3 massive dims (100-900 bulk units) in every layer",
+        FOUR_LAYERS,
+        replace(REALISTIC, massive_dims=3),
+        model="pythia-160m",
+        edit=split_final_layer,
+        edit_params=SPLIT,
+        known_miss=MASSIVE_GRID,
+    ),
+    planted(
+        "other model: bimodal final layer, massive dims",
+        False,
+        "another model whose final layer is split as pythia-160m's truth, plus 3 massive "
+        "dims (100-900 bulk units) in every layer",
+        FOUR_LAYERS,
+        replace(REALISTIC, massive_dims=3),
+        edit=split_final_layer,
+        edit_params=SPLIT,
+        known_miss=MASSIVE_GRID,
+    ),
+    planted(
+        "pythia-160m: unimodal, all nuisances",
+        False,
+        "no layer bimodal; per-dim log-scale sd 0.3, offsets 0.2, crossed effects "
+        "0.3/0.3/0.2, 3 massive dims (100-900 bulk units), ~1.5 side humps per side "
+        "(30 dims each at 15-35 bulk units)",
+        FOUR_LAYERS,
+        replace(REALISTIC, scale_sigma=0.3, massive_dims=3),
+        SIDE_HUMPS,
+        model="pythia-160m",
+    ),
+    planted(
+        "pythia-160m: unimodal t3, side humps",
+        False,
+        "Student t(3) bulk, no massive dims (the grid then spans the bulk and resolves "
+        "tail bumps); per-dim log-scale sd 0.3, offsets 0.2, crossed effects 0.3/0.3/0.2, "
+        "~1.5 side humps per side (30 dims each at 15-35 bulk units)",
+        Base("t3", n_layers=4),
+        replace(REALISTIC, scale_sigma=0.3),
+        SIDE_HUMPS,
+        model="pythia-160m",
+    ),
+    planted(
+        "other model: bimodal final layer",
+        False,
+        "another model whose final layer is split as pythia-160m's truth; the same "
+        "nuisances, no massive dims",
+        FOUR_LAYERS,
+        REALISTIC,
+        edit=split_final_layer,
+        edit_params=SPLIT,
+    ),
+)
