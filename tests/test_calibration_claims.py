@@ -3,7 +3,8 @@
 the power interval lies below 0.8 or the false-positive interval above 0.05. A scenario with
 a documented ``known_miss`` must still miss and is reported as an expected failure (a claim
 fixed since must drop the note). Every rep's p-value must mean the same thing (small only
-when the data support the claim). ``docs/calibration.md`` holds the full table (``make calibrate``, 200 reps)."""
+when the data support the claim). ``docs/calibration.md`` holds the full table
+(``make calibrate``, 200 reps)."""
 
 import os
 
