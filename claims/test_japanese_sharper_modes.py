@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from harness.calibration import Edit, Scenario, planted
 from harness.claim import ClaimResult, ClaimSpec, Verdict, claim_test
+from harness.dataset import Dataset
 from harness.evidence import Evidence
 from harness.extraction import seed_prefix
+from harness.planted import Base, Nuisances, bulk_unit
 from harness.stats import modes
 
 # Attribute names that mean "the sentence is in Japanese" (the shipped set and the seed's
@@ -562,3 +566,178 @@ def _confound_notes(evidence: Evidence, pairs: pd.DataFrame) -> tuple[str, ...]:
 
 
 test_japanese_sharper_modes = claim_test(SPEC, evaluate)
+
+
+# Calibration at the reports' sizes (docs/calibration.md). Six layers: the verdict averages
+# J over layers, and "clearest early" is read off thirds of two layers each. Side modes are
+# planted by an edit (harness.planted.SideModes has one jitter for every attribute): one
+# coordinate per mode, the same coordinates in every sentence, mode j of a side at
+# -/+ (15 + 10 j) bulk units from the coordinate's median with N(0, jitter) spread across
+# sentences; every pair carries them. A single-coordinate mode holds 22 of a sample's 12,672
+# values, so its relative prominence is ~1e-3, the scale of SmolLM2-135M's scores (0.002-0.006).
+JA = "in japanese"
+SIX_LAYERS = 6
+MODE_POSITION, MODE_SPACING = 15.0, 10.0
+
+
+def side_modes(
+    jitter_japanese: Sequence[float],
+    jitter_others: Sequence[float],
+    modes_japanese: tuple[int, int] = (2, 1),
+    modes_others: tuple[int, int] = (2, 1),
+    sampler: str = "logistic",
+) -> Edit:
+    """An edit planting (left, right) side modes in every pair, with per-layer jitters (bulk
+    units) for the Japanese pairs and the others. Mode coordinates avoid massive dims (any
+    coordinate whose median reaches 20 bulk units in some layer)."""
+    ja_jitter = np.asarray(jitter_japanese, dtype=np.float64)
+    other_jitter = np.asarray(jitter_others, dtype=np.float64)
+
+    def edit(data: Dataset, resid: np.ndarray, rng: np.random.Generator) -> None:
+        unit = bulk_unit(sampler)
+        japanese = data.frame["attribute"].map(is_japanese).to_numpy()
+        left = max(modes_japanese[0], modes_others[0])
+        right = max(modes_japanese[1], modes_others[1])
+        medians = np.median(resid, axis=1)  # (layers, d)
+        free = np.flatnonzero(np.abs(medians).max(axis=0) < 20 * unit)
+        coords = rng.choice(free, left + right, replace=False)
+        slots = [(-1.0, j, 0) for j in range(left)] + [(1.0, j, 1) for j in range(right)]
+        for layer in range(resid.shape[0]):
+            jitter = np.where(japanese, ja_jitter[layer], other_jitter[layer]) * unit
+            for coord, (sign, j, side) in zip(coords, slots, strict=True):
+                count = np.where(japanese, modes_japanese[side], modes_others[side])
+                rows = np.flatnonzero(count > j)
+                centre = medians[layer, coord]
+                offset = sign * (MODE_POSITION + MODE_SPACING * j) * unit
+                values = centre + offset + jitter[rows] * rng.standard_normal(rows.size)
+                resid[layer, rows, coord] = values.astype(np.float32)
+
+    return edit
+
+
+def _modes_scenario(
+    name: str,
+    truth: bool,
+    description: str,
+    nuisances: Nuisances,
+    jitter_japanese: Sequence[float],
+    jitter_others: Sequence[float],
+    modes_japanese: tuple[int, int] = (2, 1),
+    modes_others: tuple[int, int] = (2, 1),
+    known_miss: str = "",
+) -> Scenario:
+    return planted(
+        name,
+        truth,
+        description,
+        Base("logistic", n_layers=SIX_LAYERS),
+        nuisances,
+        edit=side_modes(jitter_japanese, jitter_others, modes_japanese, modes_others),
+        edit_params={
+            "jitter_japanese": np.round(jitter_japanese, 6).tolist(),
+            "jitter_others": np.round(jitter_others, 6).tolist(),
+            "modes_japanese": list(modes_japanese),
+            "modes_others": list(modes_others),
+            "position": MODE_POSITION,
+            "spacing": MODE_SPACING,
+        },
+        known_miss=known_miss,
+    )
+
+
+REALISTIC = Nuisances(
+    scale_sigma=0.15, offset_sd=0.2, subject_sd=0.3, attribute_sd=0.3, pair_sd=0.2
+)
+# Japanese read at one token type: sentence noise x 0.5, a shared shift of 0.5 bulk units,
+# 3x the tokens. Its samples' robust spread is then ~0.78x the others' (SmolLM2-135M 0.68,
+# Gemma-3-270M 0.79).
+TIGHTNESS = 0.5
+HOMOGENEOUS = replace(
+    REALISTIC,
+    homogeneous_attribute=JA,
+    homogeneous_tightness=TIGHTNESS,
+    homogeneous_shift=0.5,
+    homogeneous_length_factor=3.0,
+)
+OTHERS_JITTER = np.full(SIX_LAYERS, 2.0)
+SHARPER_EARLY = np.linspace(1.0, 1.5, SIX_LAYERS)
+HOMOGENEITY = (
+    "Reading every Japanese sentence at the same token type tightens its sentences, mode "
+    "coordinates included, which is exactly what the standardized score calls sharper modes: "
+    "SUPPORTED in 30 of the first 30 reps with no side-mode difference (tightening only the "
+    "bulk reads REFUTED instead). The score is scale-free only when the modes scale with the "
+    "bulk; the rework (issue 19) decides under a token-matched selection too."
+)
+MASSIVE_GRID = (
+    "With massive dims the KDE grid spans their range, so the 31-point peak-merge distance is "
+    "~50 robust sd and side modes at 13-30 sd merge into the main peak: the planted Japanese "
+    "difference is invisible (scores identical with and without it)."
+)
+CALIBRATION = (
+    _modes_scenario(
+        "Japanese modes sharper and clearest early",
+        True,
+        "2 left + 1 right single-coordinate side modes in every pair; Japanese jitter 1.0 "
+        "(first layer) -> 1.5 (last) bulk units, the others' 2.0 (score ratio ~1.6 early, "
+        "~1.3 late; SmolLM2's is ~3.3); per-dim log-scale sd 0.15, offsets 0.2, crossed "
+        "effects 0.3/0.3/0.2",
+        REALISTIC,
+        SHARPER_EARLY,
+        OTHERS_JITTER,
+    ),
+    _modes_scenario(
+        "Japanese has one more mode",
+        True,
+        "others 1 left + 1 right side mode, Japanese 2 left + 1 right (SmolLM2: ~2 vs ~3 "
+        "distinct modes per sample), all jitter 2.0; the same nuisances",
+        REALISTIC,
+        OTHERS_JITTER,
+        OTHERS_JITTER,
+        modes_japanese=(2, 1),
+        modes_others=(1, 1),
+    ),
+    _modes_scenario(
+        "Japanese modes sharper with massive dims",
+        True,
+        "Japanese jitter 1.0 -> 1.5 against 2.0 as the first truth; the same nuisances and 3 "
+        "massive dims (100-900 bulk units) in every sentence",
+        replace(REALISTIC, massive_dims=3),
+        SHARPER_EARLY,
+        OTHERS_JITTER,
+        known_miss=MASSIVE_GRID,
+    ),
+    # Two readings of "the same side modes" under token homogeneity: reading one token type
+    # tightens every coordinate's spread across sentences, the side-mode coordinates' too
+    # (first), or only the bulk's, the modes keeping their width in data units (second, as
+    # harness.planted.SideModes plants them after the tightening).
+    _modes_scenario(
+        "token-homogeneous Japanese with shared modes tightened",
+        False,
+        "the same side modes (jitter 2.0) in every pair, then Japanese sentences tightened "
+        "about their pair's centroid (x 0.5, side-mode coordinates included, so Japanese "
+        "mode jitter 1.0), a shared 0.5 shift and 3x tokens: no side-mode difference but "
+        "token homogeneity",
+        HOMOGENEOUS,
+        TIGHTNESS * OTHERS_JITTER,
+        OTHERS_JITTER,
+        known_miss=HOMOGENEITY,
+    ),
+    _modes_scenario(
+        "token-homogeneous Japanese with shared modes",
+        False,
+        "the same side modes (jitter 2.0 bulk units) in every pair; Japanese sentence noise "
+        "x 0.5 (side-mode coordinates untouched), a shared 0.5 shift and 3x tokens",
+        HOMOGENEOUS,
+        OTHERS_JITTER,
+        OTHERS_JITTER,
+    ),
+    _modes_scenario(
+        "identical attributes with massive dims",
+        False,
+        "the same side modes (jitter 2.0) in every pair; 3 massive dims (100-900 bulk units) "
+        "and the realistic nuisances",
+        replace(REALISTIC, massive_dims=3),
+        OTHERS_JITTER,
+        OTHERS_JITTER,
+    ),
+)
