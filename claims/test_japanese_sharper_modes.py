@@ -25,7 +25,7 @@ JAPANESE = ("in japanese", "japanese")
 
 SPEC = ClaimSpec(
     id="japanese-sharper-modes",
-    version=1,
+    version=2,
     caveats=(
         (
             "Token selection: the study's seed mode cuts the last word at the last space, so "
@@ -366,12 +366,15 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
     p_greater, p_less = test.p_greater, test.p_less
     resamples = int(spec.thresholds["bootstrap_resamples"])
     ci = bootstrap_mean_ci(per_j, evidence.seed, resamples)
+    # The reported p is always the one against the claim (J > 0), whatever the verdict:
+    # version 1 gave p(J < 0) beside a REFUTED verdict, so a small p meant opposite things.
     if p_greater < alpha:
-        verdict, pvalue = Verdict.SUPPORTED, p_greater
+        verdict = Verdict.SUPPORTED
     elif p_less < alpha:
-        verdict, pvalue = Verdict.REFUTED, p_less
+        verdict = Verdict.REFUTED
     else:
-        verdict, pvalue = Verdict.INCONCLUSIVE, p_greater
+        verdict = Verdict.INCONCLUSIVE
+    pvalue = p_greater
 
     early_late, early_note = _early_late(per_subject, evidence.n_layers, evidence.seed, resamples)
     tables["early_late"] = early_late

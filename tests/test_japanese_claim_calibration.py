@@ -72,6 +72,8 @@ def test_side_modes_only_in_other_attributes_are_refuted(tmp_path):
     result = run(tmp_path, side_fraction=dict.fromkeys(OTHERS, 0.02), seed=4)
     assert result.verdict == Verdict.REFUTED, result.summary()
     assert result.effect < 0 and result.ci[1] < 0
+    # The p against the claim (J > 0) is large beside a refutation (v1 gave p(J < 0)).
+    assert result.pvalue > 0.5
 
 
 def test_dataset_without_japanese_is_not_applicable(tmp_path):
