@@ -315,6 +315,10 @@ STILL = Nuisances(scale_sigma=0.15, offset_sd=0.2)
 FADES = np.linspace(1.0, 0.3, SIX_LAYERS)
 FADES_TENFOLD = np.geomspace(1.0, 0.1, SIX_LAYERS)
 CONSTANT = np.ones(SIX_LAYERS)
+# Real-data nulls (`python -m harness.calibration --permute SET`): the claim contrasts
+# same-subject with same-attribute centroids; with either label permuted that structure is
+# gone on one side, which shows how much of a verdict the other side alone makes.
+PERMUTATION_NULLS = ("attribute", "subject")
 CALIBRATION = (
     _structure_scenario(
         "structure fades 1 -> 0.3",

@@ -676,6 +676,10 @@ MASSIVE_GRID = (
     "~50 robust sd and side modes at 13-30 sd merge into the main peak: the planted Japanese "
     "difference is invisible (scores identical with and without it)."
 )
+# Real-data nulls (`python -m harness.calibration --permute SET`): the claim compares
+# Japanese with the other attributes of each subject, so a model's own activations with
+# these labels permuted must not read SUPPORTED.
+PERMUTATION_NULLS = ("attribute",)
 CALIBRATION = (
     _modes_scenario(
         "Japanese modes sharper and clearest early",
