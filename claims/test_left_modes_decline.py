@@ -16,7 +16,7 @@ from harness.stats.inference import MeanBootstrap, bootstrap_mean, cluster_slope
 
 SPEC = ClaimSpec(
     id="left-modes-decline",
-    version=1,
+    version=2,
     needs=("activations", "modes"),
     caveats=(
         (
@@ -46,7 +46,8 @@ SPEC = ClaimSpec(
         "the left count from the first to the last layer); 95 % CIs by a bootstrap over "
         "pairs (expanded percentile interval, which keeps its coverage with 10-20 pairs), "
         "one joint resampling for the left, right and difference slopes; p is the "
-        "one-sided bootstrap p for a left slope >= 0. SUPPORTED when the "
+        "larger of the one-sided bootstrap p's for a left slope >= 0 and a difference >= 0 "
+        "(the p of both parts of the claim together). SUPPORTED when the "
         "left slope's CI lies below 0 and the difference's CI lies below 0 (the left count "
         "falls, and faster than the right count); REFUTED when the left slope's CI or the "
         "difference's CI lies above 0 (the opposite is shown); INCONCLUSIVE otherwise, or "
@@ -262,7 +263,11 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
         n=len(trend.pairs),
         effect=left.statistic,
         ci=left.confidence_interval,
-        pvalue=left.p_less,
+        # The p against the whole claim: it needs the left count to fall and to fall faster
+        # than the right, so its p is the larger of the two one-sided p's (an
+        # intersection-union test). v1 gave the left slope's p alone, small beside a REFUTED
+        # verdict when the right count fell faster.
+        pvalue=max(left.p_less, diff.p_less),
         notes=tuple(notes),
         tables=tables,
     )

@@ -160,6 +160,8 @@ def test_equal_decline_on_both_sides_is_not_supported(tmp_path):
     assert result.verdict == Verdict.INCONCLUSIVE, result.summary()
     assert result.ci[1] < 0  # the left count does fall ...
     assert "not shown to fall faster than the right" in result.notes[0]  # ... but not faster
+    # The p against the whole claim (falls, and faster than the right) is not small.
+    assert result.pvalue >= 0.025
 
 
 def test_rising_left_count_is_refuted(tmp_path):
