@@ -51,6 +51,8 @@ def test_linear_not_geometric_growth_is_not_supported(tmp_path):
     result = growth.evaluate(_evidence(tmp_path, linear))
     assert result.verdict != Verdict.SUPPORTED, result.summary()
     assert result.ci[0] > 1  # it does grow; the geometric shape is what fails
+    # ... so the p against the whole claim (growth and geometric) is large (v2: p < 0.001).
+    assert result.pvalue > 0.5
 
 
 def test_too_few_layers_is_inconclusive(tmp_path):

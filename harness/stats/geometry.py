@@ -195,6 +195,7 @@ class NormGrowth:
     r2_log_ci: tuple[float, float]
     r2_linear: float  # R^2 of a straight line through the geometric-mean norm (for contrast)
     p_no_growth: float  # one-sided bootstrap p of rate <= 1
+    r2_log_draws: np.ndarray  # (n_resamples,) R^2 of each resample's log-linear fit
     layer_mean_log_norm: np.ndarray  # (n_layers,)
     layer_ci: np.ndarray  # (n_layers, 2) CI of each layer's mean log-norm
     n_clusters: int
@@ -254,6 +255,7 @@ def norm_growth(
         r2_log_ci=percentile_ci(r2s),
         r2_linear=float(r2_lin),
         p_no_growth=float((1 + np.sum(slopes <= 0)) / (n_resamples + 1)),
+        r2_log_draws=r2s,
         layer_mean_log_norm=point,
         layer_ci=layer_ci,
         n_clusters=n_clusters,
