@@ -48,7 +48,8 @@ def test_reduced_calibration(name, scenario_name, tmp_path):
         if p is not None and record["verdict"] == "SUPPORTED":
             assert p < 0.05, record
         if p is not None and record["verdict"] == "REFUTED":
-            assert p >= 0.05, record
+            # Not small: above the one-sided level of a 95% interval.
+            assert p > 0.025, record
     if scenario.known_miss:
         # A documented miss must still miss; a claim fixed since must drop its note.
         assert row.clearly_misses(), f"no longer a miss, drop known_miss: {row}"
