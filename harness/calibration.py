@@ -649,7 +649,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     claims = _claims(args.claims_dir, [c for c in args.claims.split(",") if c.strip()])
     store = Store(args.store)
     rows: list[Calibration] = []
-    with _backend(args.backend, args.scheduler):
+    with _backend(args.backend, args.scheduler), _workers_die_with_us():
         for claim in claims:
             chosen = list(scenarios(claim))
             if args.permute is not None:
@@ -682,6 +682,29 @@ def _claims(folder: Path, ids: Sequence[str]) -> list[Claim]:
     built = registry.Registry.build(found)
     chosen = built.select(ids) if ids else tuple(c.spec.id for c in found)
     return [c for c in found if c.spec.id in chosen]
+
+
+@contextlib.contextmanager
+def _workers_die_with_us() -> Iterator[None]:
+    """SIGTERM acts as Ctrl-C, and an interrupted run takes joblib's worker processes with
+    it: loky keeps them for reuse, and a killed parent left them running as orphans. The
+    reps already stored are kept; a rerun continues from them."""
+    import signal
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    except KeyboardInterrupt:
+        from joblib.externals.loky import get_reusable_executor
+
+        get_reusable_executor().shutdown(wait=False, kill_workers=True)
+        print("interrupted: the finished reps are stored; rerun to continue", file=sys.stderr)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class _backend:

@@ -3,6 +3,7 @@ planted sets, stored rep by rep so that a run resumes and a changed claim recomp
 
 import json
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -283,3 +284,54 @@ def test_python_m_runs_reps_in_worker_processes(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "toy-positive-mean v1 shifted (truth): SUPPORTED 1.00" in done.stdout
     assert len(json.loads(summary.read_text())) == 3
+
+
+def test_sigterm_stops_a_run_with_its_workers_and_keeps_the_finished_reps(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    claims_dir = tmp_path / "claims"
+    claims_dir.mkdir()
+    toy_claim(claims_dir)
+    store = tmp_path / "store"
+    command = [
+        sys.executable,
+        "-m",
+        "harness.calibration",
+        "--claims-dir",
+        str(claims_dir),
+        "--store",
+        str(store),
+        "--reps",
+        "100000",
+        "--jobs",
+        "2",
+        "--out",
+        str(tmp_path / "o.md"),
+        "--summary",
+        str(tmp_path / "s.json"),
+    ]
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    records = store / "toy-positive-mean.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (
+        not records.exists() or len(records.read_text().splitlines()) < 20
+    ):
+        time.sleep(0.2)
+    children = subprocess.run(
+        ["pgrep", "-P", str(run.pid)], capture_output=True, text=True
+    ).stdout.split()
+    assert children, "the run has no worker processes"
+    run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode != 0 and "interrupted" in err
+    time.sleep(1)
+    alive = [pid for pid in children if os.path.exists(f"/proc/{pid}")]
+    # A zombie has exited; only a running worker outlives the run.
+    alive = [p for p in alive if "Z" not in Path(f"/proc/{p}/stat").read_text().split()[2]]
+    assert alive == [], f"workers outlived the run: {alive}"
+    kept = len(list(Store(store).records("toy-positive-mean")))
+    assert kept >= 20
