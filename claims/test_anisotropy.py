@@ -11,7 +11,7 @@ import pandas as pd
 from harness.calibration import planted
 from harness.claim import ClaimResult, ClaimSpec, Verdict, claim_test
 from harness.evidence import Evidence
-from harness.planted import Base, Nuisances
+from harness.planted import REALISTIC, Base
 from harness.stats.geometry import unrelated_cosine
 
 SPEC = ClaimSpec(
@@ -170,9 +170,6 @@ test_anisotropy = claim_test(SPEC, evaluate)
 # energy is ~840 squared bulk units, so 3 massive dims at 3.3, 10 and 30 bulk units
 # (|m|^2 ~ 1000) give ~0.55, SmolLM2-135M's 0.554. Crossed subject/attribute effects are
 # not shared by unrelated sentences, so they add noise, not cosine.
-REALISTIC = Nuisances(
-    scale_sigma=0.15, offset_sd=0.2, subject_sd=0.3, attribute_sd=0.3, pair_sd=0.2
-)
 TWO_LAYERS = {"n_layers": 2}
 CALIBRATION = (
     planted(

@@ -11,7 +11,7 @@ from harness.calibration import Edit, Scenario, planted
 from harness.claim import ClaimResult, ClaimSpec, Verdict, claim_test
 from harness.dataset import Dataset
 from harness.evidence import Evidence
-from harness.planted import Base, Nuisances, bulk_unit
+from harness.planted import REALISTIC, Base, Nuisances, bulk_unit
 from harness.stats import similarity
 
 NAMED = ("in an angry tone", "in all lower case", "in a childish style")
@@ -305,9 +305,6 @@ def _structure_scenario(
     )
 
 
-REALISTIC = Nuisances(
-    scale_sigma=0.15, offset_sd=0.2, subject_sd=0.3, attribute_sd=0.3, pair_sd=0.2
-)
 MOVING = replace(REALISTIC, massive_dims=3, massive_moving=True)
 # The nulls for one nuisance each keep the structure fixed across layers: no crossed
 # effects, whose per-layer redraw is the drift the first null plants.

@@ -15,7 +15,7 @@ from harness.calibration import planted
 from harness.claim import ClaimResult, ClaimSpec, Verdict, claim_test
 from harness.dataset import Dataset
 from harness.evidence import Evidence
-from harness.planted import Base, Nuisances, SideModes, constant
+from harness.planted import REALISTIC, Base, SideModes, constant
 from harness.stats import modes
 from harness.stats.inference import cluster_bootstrap_share
 
@@ -497,9 +497,6 @@ test_final_layer_bimodality = claim_test(SPEC, evaluate)
 # carries: a bimodal final layer is the truth for "pythia-160m" and the null for any other
 # model, a unimodal one the reverse. The nuisances are what a real residual stream adds to
 # its bulk: unequal per-dimension scales and offsets, crossed subject/attribute/pair effects.
-REALISTIC = Nuisances(
-    scale_sigma=0.15, offset_sd=0.2, subject_sd=0.3, attribute_sd=0.3, pair_sd=0.2
-)
 FOUR_LAYERS = Base("logistic", n_layers=4)
 # The study's "almost perfectly symmetrically bimodal": as synthetic.bimodal_activations,
 # half the coordinates shifted by +3 logistic scale units and half by -3 (1.84 bulk units

@@ -14,7 +14,7 @@ from harness.cache import source_fingerprint
 from harness.calibration import planted
 from harness.claim import ClaimResult, ClaimSpec, Verdict, claim_test
 from harness.evidence import TABLE_SEED, Evidence
-from harness.planted import Base, Nuisances
+from harness.planted import REALISTIC, Base
 from harness.stats.distributions import ENGINE_VERSION, DegenerateSampleError, rank
 from harness.stats.geometry import top_energy_dims
 from harness.stats.inference import cluster_bootstrap_share
@@ -240,9 +240,7 @@ test_gaussian_with_outliers = claim_test(SPEC, evaluate)
 # Gaussians (excess kurtosis ~ 3 (exp(4 sigma^2) - 1), 0.28 at sigma 0.15), which AIC tells
 # from a Gaussian at 12,672 values: the truths with scale spread miss for that reason (the
 # claim tests the pooled sample); the equal-scales truth checks the plant itself.
-REALISTIC = Nuisances(
-    scale_sigma=0.15, offset_sd=0.2, subject_sd=0.3, attribute_sd=0.3, pair_sd=0.2, massive_dims=3
-)
+WITH_MASSIVE_DIMS = replace(REALISTIC, massive_dims=3)
 TWO_LAYERS = {"n_layers": 2}
 SCALE_MIXTURE = (
     "Gaussian dimensions with unequal scales pool into a scale mixture (excess kurtosis "
@@ -257,7 +255,7 @@ CALIBRATION = (
         "normal; 3 massive dims (100-900 bulk units), per-dim log-scale sd 0.15, offsets 0.2, "
         "crossed effects 0.3/0.3/0.2",
         Base("normal", **TWO_LAYERS),
-        REALISTIC,
+        WITH_MASSIVE_DIMS,
         known_miss=SCALE_MIXTURE,
     ),
     planted(
@@ -266,7 +264,7 @@ CALIBRATION = (
         "normal; 3 massive dims, per-dim log-scale sd 0.1, offsets 0.2, crossed effects "
         "0.3/0.3/0.2",
         Base("normal", **TWO_LAYERS),
-        replace(REALISTIC, scale_sigma=0.1),
+        replace(WITH_MASSIVE_DIMS, scale_sigma=0.1),
         known_miss=SCALE_MIXTURE,
     ),
     planted(
@@ -274,14 +272,14 @@ CALIBRATION = (
         True,
         "normal; 3 massive dims, offsets 0.2, crossed effects 0.3/0.3/0.2, no scale spread",
         Base("normal", **TWO_LAYERS),
-        replace(REALISTIC, scale_sigma=0.0),
+        replace(WITH_MASSIVE_DIMS, scale_sigma=0.0),
     ),
     planted(
         "logistic bulk with nuisances and massive dims",
         False,
         "logistic; the same nuisances and 3 massive dims as the first truth",
         Base("logistic", **TWO_LAYERS),
-        REALISTIC,
+        WITH_MASSIVE_DIMS,
     ),
     planted("t3 bulk", False, "iid Student t(3) coordinates", Base("t3", **TWO_LAYERS)),
 )

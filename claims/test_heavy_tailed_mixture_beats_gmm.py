@@ -12,7 +12,7 @@ from harness.cache import source_fingerprint
 from harness.calibration import planted
 from harness.claim import ClaimResult, ClaimSpec, Verdict, claim_test
 from harness.evidence import Evidence
-from harness.planted import Base, Nuisances
+from harness.planted import REALISTIC, Base
 from harness.stats import anomaly
 
 # Attributes held out as anomalies (matched case-insensitively as substrings): two other
@@ -484,9 +484,6 @@ def spread_anomalies(data, resid: np.ndarray, rng: np.random.Generator) -> None:
         layer[odd] = centre + SPREAD * (layer[odd] - centre)
 
 
-REALISTIC = Nuisances(
-    scale_sigma=0.15, offset_sd=0.2, subject_sd=0.3, attribute_sd=0.3, pair_sd=0.2
-)
 _ANOMALY = {"edit": spread_anomalies, "edit_params": {"spread_anomalies": SPREAD}}
 CALIBRATION = (
     planted(

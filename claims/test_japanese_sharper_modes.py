@@ -16,7 +16,7 @@ from harness.claim import ClaimResult, ClaimSpec, Verdict, claim_test
 from harness.dataset import Dataset
 from harness.evidence import Evidence
 from harness.extraction import seed_prefix
-from harness.planted import Base, Nuisances, bulk_unit
+from harness.planted import REALISTIC, Base, Nuisances, bulk_unit
 from harness.stats import modes
 
 # Attribute names that mean "the sentence is in Japanese" (the shipped set and the seed's
@@ -648,9 +648,6 @@ def _modes_scenario(
     )
 
 
-REALISTIC = Nuisances(
-    scale_sigma=0.15, offset_sd=0.2, subject_sd=0.3, attribute_sd=0.3, pair_sd=0.2
-)
 # Japanese read at one token type: sentence noise x 0.5, a shared shift of 0.5 bulk units,
 # 3x the tokens. Its samples' robust spread is then ~0.78x the others' (SmolLM2-135M 0.68,
 # Gemma-3-270M 0.79).

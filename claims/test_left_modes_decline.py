@@ -10,7 +10,15 @@ import pandas as pd
 from harness.calibration import planted
 from harness.claim import ClaimResult, ClaimSpec, Verdict, claim_test
 from harness.evidence import Evidence
-from harness.planted import Base, Nuisances, SideModes, constant, falling, rise_then_cliff, rising
+from harness.planted import (
+    REALISTIC,
+    Base,
+    SideModes,
+    constant,
+    falling,
+    rise_then_cliff,
+    rising,
+)
 from harness.stats import modes
 from harness.stats.inference import MeanBootstrap, bootstrap_mean, cluster_slopes
 
@@ -364,9 +372,6 @@ test_left_modes_decline = claim_test(SPEC, evaluate)
 # subject/attribute/pair effects.
 N_LAYERS = 8
 EIGHT_LAYERS = Base("logistic", n_layers=N_LAYERS)
-REALISTIC = Nuisances(
-    scale_sigma=0.15, offset_sd=0.2, subject_sd=0.3, attribute_sd=0.3, pair_sd=0.2
-)
 # The source's shape ("a fairly constant number of nodes on the right, while the number of
 # left modes tended to decrease"), at the size the earlier small-set calibration planted.
 DECLINE = SideModes(falling(1.8, 0.2, N_LAYERS), constant(1.0, N_LAYERS))

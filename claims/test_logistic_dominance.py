@@ -10,7 +10,7 @@ import pandas as pd
 from harness.calibration import planted
 from harness.claim import ClaimResult, ClaimSpec, Verdict, claim_test
 from harness.evidence import Evidence
-from harness.planted import Base, Nuisances
+from harness.planted import REALISTIC, Base
 from harness.stats.distributions import LOGISTIC_FAMILY
 from harness.stats.inference import crossed_bootstrap_share
 
@@ -156,9 +156,6 @@ test_logistic_dominance = claim_test(SPEC, evaluate)
 # Calibration at the reports' sizes (docs/calibration.md). One layer: the share does not
 # depend on depth. The nuisances are what a real residual stream adds to its bulk: unequal
 # per-dimension scales and offsets, crossed subject/attribute/pair effects on the centroids.
-REALISTIC = Nuisances(
-    scale_sigma=0.15, offset_sd=0.2, subject_sd=0.3, attribute_sd=0.3, pair_sd=0.2
-)
 ONE_LAYER = {"n_layers": 1}
 CALIBRATION = (
     planted("logistic bulk", True, "iid logistic coordinates", Base("logistic", **ONE_LAYER)),

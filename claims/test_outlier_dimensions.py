@@ -13,7 +13,7 @@ from harness.calibration import planted
 from harness.claim import ClaimResult, ClaimSpec, Verdict, claim_test
 from harness.dataset import Dataset
 from harness.evidence import Evidence
-from harness.planted import Base, Nuisances, bulk_unit
+from harness.planted import REALISTIC, Base, bulk_unit
 from harness.stats.geometry import massive_activations, outlier_dimensions, top_energy_dims
 
 SPEC = ClaimSpec(
@@ -191,9 +191,7 @@ test_outlier_dimensions = claim_test(SPEC, evaluate)
 # per-dimension scales, offsets, crossed subject/attribute/pair effects. Massive dims are
 # 100, 300 and 900 bulk units; RMS-normalized (the vector's RMS is ~40 bulk units, set by
 # them) they are ~2.5, 7.5 and 23 RMS units, so the planted truth has 2 dimensions >= 6.
-REALISTIC = Nuisances(
-    massive_dims=3, scale_sigma=0.15, offset_sd=0.2, subject_sd=0.3, attribute_sd=0.3, pair_sd=0.2
-)
+WITH_MASSIVE_DIMS = replace(REALISTIC, massive_dims=3)
 EIGHT_LAYERS = 8
 SAMPLER = "logistic"
 # The wandering outliers: as many per layer as the planted massive dims, at their sizes.
@@ -224,7 +222,7 @@ CALIBRATION = (
         "3 massive dims (100-900 bulk units, 2 of them >= 6 RMS units) at every layer of 8; "
         "per-dim log-scale sd 0.15, offsets 0.2, crossed effects 0.3/0.3/0.2",
         Base(SAMPLER, n_layers=EIGHT_LAYERS),
-        REALISTIC,
+        WITH_MASSIVE_DIMS,
     ),
     planted(
         "massive dims moving with depth",
@@ -232,7 +230,7 @@ CALIBRATION = (
         "the same 3 massive dims halve over the middle third of 8 layers while a fourth grows "
         "to 900 bulk units (SmolLM2's late dim 17); the same other nuisances",
         Base(SAMPLER, n_layers=EIGHT_LAYERS),
-        replace(REALISTIC, massive_moving=True),
+        replace(WITH_MASSIVE_DIMS, massive_moving=True),
     ),
     planted(
         "outliers in different dims at each layer",
@@ -240,7 +238,7 @@ CALIBRATION = (
         "no massive dims; at each of 8 layers, 3 fresh dimensions get 100, 300 and 900 bulk "
         "units (none twice); the same other nuisances",
         Base(SAMPLER, n_layers=EIGHT_LAYERS),
-        replace(REALISTIC, massive_dims=0),
+        replace(WITH_MASSIVE_DIMS, massive_dims=0),
         edit=_wandering_outliers,
         edit_params=_wandering(EIGHT_LAYERS),
     ),
@@ -250,7 +248,7 @@ CALIBRATION = (
         "no massive dims; per-dim log-scale sd 0.3, offsets 0.2, crossed effects 0.3/0.3/0.2 "
         "over 8 layers",
         Base(SAMPLER, n_layers=EIGHT_LAYERS),
-        replace(REALISTIC, massive_dims=0, scale_sigma=0.3),
+        replace(WITH_MASSIVE_DIMS, massive_dims=0, scale_sigma=0.3),
     ),
     planted(
         "outliers in different dims, 4 layers",
@@ -258,7 +256,7 @@ CALIBRATION = (
         "as 'outliers in different dims at each layer' at the claim's minimum of 4 layers, "
         "where a dimension hit once is hit in 25% of the layers",
         Base(SAMPLER, n_layers=4),
-        replace(REALISTIC, massive_dims=0),
+        replace(WITH_MASSIVE_DIMS, massive_dims=0),
         edit=_wandering_outliers,
         edit_params=_wandering(4),
         known_miss=(

@@ -11,7 +11,7 @@ from harness.calibration import planted
 from harness.claim import ClaimResult, ClaimSpec, Verdict, claim_test
 from harness.dataset import Dataset
 from harness.evidence import Evidence
-from harness.planted import Base, Nuisances
+from harness.planted import REALISTIC, Base
 from harness.stats.geometry import NormGrowth, norm_growth
 
 SPEC = ClaimSpec(
@@ -157,9 +157,7 @@ test_residual_norm_growth = claim_test(SPEC, evaluate)
 # and the moving massive dims need a first, middle and last third. The nuisances are what a
 # real residual stream adds (3 massive dims at 100-900 bulk units, which dominate the norm,
 # unequal per-dimension scales, offsets, crossed subject/attribute/pair effects).
-REALISTIC = Nuisances(
-    massive_dims=3, scale_sigma=0.15, offset_sd=0.2, subject_sd=0.3, attribute_sd=0.3, pair_sd=0.2
-)
+WITH_MASSIVE_DIMS = replace(REALISTIC, massive_dims=3)
 SIX_LAYERS = 6
 LINEAR_SLOPE = 2.0
 
@@ -177,14 +175,14 @@ CALIBRATION = (
         "norm x1.1 per layer over 6 layers (SmolLM2-135M: x1.085); 3 massive dims, per-dim "
         "log-scale sd 0.15, offsets 0.2, crossed effects 0.3/0.3/0.2",
         Base("logistic", n_layers=SIX_LAYERS, growth=1.1),
-        REALISTIC,
+        WITH_MASSIVE_DIMS,
     ),
     planted(
         "geometric growth 1.045 with nuisances",
         True,
         "norm x1.045 per layer over 6 layers (the source's GPT-2 XL rate); the same nuisances",
         Base("logistic", n_layers=SIX_LAYERS, growth=1.045),
-        REALISTIC,
+        WITH_MASSIVE_DIMS,
     ),
     planted(
         "flat norm with moving massive dims",
@@ -193,7 +191,7 @@ CALIBRATION = (
         "900 bulk units (the norm dips ~8%, then ends ~7% above layer 0); the same other "
         "nuisances",
         Base("logistic", n_layers=SIX_LAYERS),
-        replace(REALISTIC, massive_moving=True),
+        replace(WITH_MASSIVE_DIMS, massive_moving=True),
     ),
     planted(
         "flat norm with scale spread",
@@ -201,7 +199,7 @@ CALIBRATION = (
         "no growth; per-dim log-scale sd 0.3, offsets 0.2, crossed effects 0.3/0.3/0.2, no "
         "massive dims",
         Base("logistic", n_layers=SIX_LAYERS),
-        replace(REALISTIC, massive_dims=0, scale_sigma=0.3),
+        replace(WITH_MASSIVE_DIMS, massive_dims=0, scale_sigma=0.3),
     ),
     planted(
         "linear growth with nuisances",
@@ -209,7 +207,7 @@ CALIBRATION = (
         "norm proportional to 1 + 2 x layer over 6 layers (grows x11, not geometrically); the "
         "same nuisances",
         Base("logistic", n_layers=SIX_LAYERS),
-        REALISTIC,
+        WITH_MASSIVE_DIMS,
         edit=_linear_growth,
         edit_params={"linear_growth_slope": LINEAR_SLOPE},
     ),

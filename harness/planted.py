@@ -256,6 +256,15 @@ class Nuisances:
             )
 
 
+# The nuisances every built-in claim's calibration plants unless a scenario says otherwise:
+# per-dimension scales (log-sd 0.15) and offsets (0.2), crossed subject and attribute effects
+# (0.3 each) and a pair interaction (0.2), all in bulk units: what any residual stream adds
+# to its bulk besides massive dims, which scenarios add where they matter.
+REALISTIC = Nuisances(
+    scale_sigma=0.15, offset_sd=0.2, subject_sd=0.3, attribute_sd=0.3, pair_sd=0.2
+)
+
+
 @dataclass(frozen=True)
 class SideModes:
     """Planted secondary modes left and right of the bulk, per pair and layer.
