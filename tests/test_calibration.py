@@ -257,29 +257,12 @@ def test_python_m_runs_reps_in_worker_processes(tmp_path):
     """``python -m harness.calibration`` with two workers: the reps' function must pickle
     by reference to its module, not as ``__main__``'s (which carried the loaded claims)."""
     import subprocess
-    import sys
 
     claims_dir = tmp_path / "claims"
     claims_dir.mkdir()
     toy_claim(claims_dir)
-    out, summary = tmp_path / "calibration.md", tmp_path / "calibration.json"
-    command = [
-        sys.executable,
-        "-m",
-        "harness.calibration",
-        "--claims-dir",
-        str(claims_dir),
-        "--store",
-        str(tmp_path / "store"),
-        "--reps",
-        "4",
-        "--jobs",
-        "2",
-        "--out",
-        str(out),
-        "--summary",
-        str(summary),
-    ]
+    summary = tmp_path / "calibration.json"
+    command = _module_command(claims_dir, tmp_path / "store", 4, tmp_path)
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "toy-positive-mean v1 shifted (truth): SUPPORTED 1.00" in done.stdout
@@ -290,30 +273,13 @@ def test_sigterm_stops_a_run_with_its_workers_and_keeps_the_finished_reps(tmp_pa
     import os
     import signal
     import subprocess
-    import sys
     import time
 
     claims_dir = tmp_path / "claims"
     claims_dir.mkdir()
     toy_claim(claims_dir)
     store = tmp_path / "store"
-    command = [
-        sys.executable,
-        "-m",
-        "harness.calibration",
-        "--claims-dir",
-        str(claims_dir),
-        "--store",
-        str(store),
-        "--reps",
-        "100000",
-        "--jobs",
-        "2",
-        "--out",
-        str(tmp_path / "o.md"),
-        "--summary",
-        str(tmp_path / "s.json"),
-    ]
+    command = _module_command(claims_dir, store, 100000, tmp_path)
     run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     records = store / "toy-positive-mean.jsonl"
     deadline = time.monotonic() + 120
@@ -335,3 +301,14 @@ def test_sigterm_stops_a_run_with_its_workers_and_keeps_the_finished_reps(tmp_pa
     assert alive == [], f"workers outlived the run: {alive}"
     kept = len(list(Store(store).records("toy-positive-mean")))
     assert kept >= 20
+
+
+def _module_command(claims_dir, store, reps, out):
+    """``python -m harness.calibration`` on the claims in ``claims_dir``, two workers."""
+    import sys
+
+    return [
+        *(sys.executable, "-m", "harness.calibration", "--claims-dir", str(claims_dir)),
+        *("--store", str(store), "--reps", str(reps), "--jobs", "2"),
+        *("--out", str(out / "calibration.md"), "--summary", str(out / "calibration.json")),
+    ]
