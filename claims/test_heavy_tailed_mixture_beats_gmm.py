@@ -507,6 +507,12 @@ CALIBRATION = (
         Base("t3", n_layers=1),
         REALISTIC,
         **_ANOMALY,
+        known_miss=(
+            "With the realistic nuisances the logistic detector's gain on a t3 bulk is gone: "
+            "REFUTED in 27 of the first 30 reps (within the +-0.01 equivalence margin, which "
+            "is wider than the gain; issue 20 asks for a margin the detector's power "
+            "justifies)."
+        ),
     ),
     planted(
         "gaussian bulk with nuisances and massive dims, anomalies 1.4x wider",
@@ -515,5 +521,12 @@ CALIBRATION = (
         Base("normal", n_layers=1),
         replace(REALISTIC, massive_dims=3),
         **_ANOMALY,
+        known_miss=(
+            "SUPPORTED in 30 of the first 30 reps. The crossed effects make every direction a "
+            "mixture of 120 Gaussian centroids (and massive dims add far clusters), heavier "
+            "tailed than one Gaussian component, so the logistic detector really is the "
+            "better one here: a SUPPORTED verdict says the logistic detector wins on that "
+            "stream, not that the stream's bulk is logistic, which is the write-up's reason."
+        ),
     ),
 )
