@@ -165,6 +165,12 @@ CALIBRATION = (
         "logistic; per-dim log-scale sd 0.15, offsets 0.2, crossed effects 0.3/0.3/0.2",
         Base("logistic", **ONE_LAYER),
         REALISTIC,
+        known_miss=(
+            "Logistic dimensions with unequal scales and offsets pool into a scale mixture "
+            "that AIC at 12,672 values tells from one logistic (norminvgauss, johnsonsu or t "
+            "win): 0 of the first 30 reps SUPPORTED. The test detects exactly homoscedastic "
+            "logistic data; issue 20 adds the study's SSE criterion and standardized samples."
+        ),
     ),
     planted(
         "gaussian bulk with nuisances and massive dims",
