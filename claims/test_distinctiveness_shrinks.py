@@ -316,6 +316,12 @@ CONSTANT = np.ones(SIX_LAYERS)
 # same-subject with same-attribute centroids; with either label permuted that structure is
 # gone on one side, which shows how much of a verdict the other side alone makes.
 PERMUTATION_NULLS = ("attribute", "subject")
+MASSIVE_COSINES = (
+    "Massive dims that move with depth change every cosine between centroids while the "
+    "subject/attribute structure stays the same: SUPPORTED in 10% (17% when their values "
+    "vary between sentences) of 200 reps, and REFUTED about as often. The rework (issue 20) "
+    "must hold these nulls at 5%."
+)
 CALIBRATION = (
     _structure_scenario(
         "structure fades 1 -> 0.3",
@@ -366,6 +372,7 @@ CALIBRATION = (
         "to 900; per-dim log-scale sd 0.15, offsets 0.2",
         CONSTANT,
         replace(STILL, massive_dims=3, massive_moving=True),
+        known_miss=MASSIVE_COSINES,
     ),
     _structure_scenario(
         "constant structure with noisy massive dims moving",
@@ -374,6 +381,7 @@ CALIBRATION = (
         "most of the variance, as SmolLM2's layers 2-8)",
         CONSTANT,
         replace(STILL, massive_dims=3, massive_moving=True, massive_jitter=0.15),
+        known_miss=MASSIVE_COSINES,
     ),
     _structure_scenario(
         "constant structure with scale spread and norm growth",

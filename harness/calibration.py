@@ -454,6 +454,16 @@ def calibrate(
     return summarize(claim, scenario, [done[seed] for seed in range(reps)])
 
 
+def stored(claim: Claim, scenario: Scenario, reps: int, store: Store) -> Calibration | None:
+    """The row of the reps already stored (seeds 0..n-1 with none missing, n <= ``reps``),
+    computing nothing: a long table's progress so far. None with no stored rep."""
+    done = store.done(claim.spec.id, claim.spec.version, scenario)
+    n = 0
+    while n < reps and n in done:
+        n += 1
+    return summarize(claim, scenario, [done[seed] for seed in range(n)]) if n else None
+
+
 def summarize(
     claim: Claim, scenario: Scenario, records: Sequence[Mapping[str, Any]]
 ) -> Calibration:
@@ -643,6 +653,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "for claims declaring PERMUTATION_NULLS",
     )
     parser.add_argument("--permutation-reps", type=int, default=100)
+    parser.add_argument(
+        "--stored",
+        action="store_true",
+        help="run nothing: write the table from the reps already stored (each scenario's "
+        "first reps with none missing, up to --reps)",
+    )
     args = parser.parse_args(argv)
     if args.reps < 1:
         parser.error("--reps must be >= 1")
@@ -657,8 +673,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 chosen += [permuted(args.permute, shuffle) for shuffle in shuffles]
             for scenario in chosen:
                 reps = args.permutation_reps if scenario.ref else args.reps
-                rows.append(calibrate(claim, scenario, reps, store, args.jobs, tqdm_bar))
-                print(describe(rows[-1]), flush=True)
+                if args.stored:
+                    row = stored(claim, scenario, reps, store)
+                    if row is None:
+                        continue
+                else:
+                    row = calibrate(claim, scenario, reps, store, args.jobs, tqdm_bar)
+                rows.append(row)
+                print(describe(row), flush=True)
     versions = {c.spec.id: c.spec.version for c in _claims(args.claims_dir, [])}
     entries = merged_summary(read_summary(args.summary), rows, versions)
     write_summary(entries, args.summary)

@@ -312,3 +312,30 @@ def _module_command(claims_dir, store, reps, out):
         *("--store", str(store), "--reps", str(reps), "--jobs", "2"),
         *("--out", str(out / "calibration.md"), "--summary", str(out / "calibration.json")),
     ]
+
+
+def test_stored_writes_the_table_from_stored_reps_without_running_any(tmp_path):
+    claims_dir = tmp_path / "claims"
+    claims_dir.mkdir()
+    claim = toy_claim(claims_dir)
+    store = Store(tmp_path / "store")
+    calibration.calibrate(claim, calibration.scenarios(claim)[0], 7, store, n_jobs=1)
+    before = len(list(store.records(claim.spec.id)))
+    summary = tmp_path / "calibration.json"
+    argv = [
+        "--claims-dir",
+        str(claims_dir),
+        "--store",
+        str(store.folder),
+        "--reps",
+        "200",
+        "--stored",
+        "--out",
+        str(tmp_path / "c.md"),
+        "--summary",
+        str(summary),
+    ]
+    assert calibration.main(argv) == 0
+    assert len(list(store.records(claim.spec.id))) == before  # nothing ran
+    entries = json.loads(summary.read_text())
+    assert [(e["scenario"], e["reps"]) for e in entries] == [("shifted", 7)]
