@@ -519,9 +519,9 @@ def markdown(entries: Sequence[Mapping[str, Any]], command: str) -> str:
         lines += [f"## {claim_id} (v{rows[0]['version']})", ""]
         table = [
             {
-                "scenario": e["scenario"],
+                "scenario": markdown_cell(e["scenario"]),
                 "kind": e["kind"],
-                "planted": e["description"],
+                "planted": markdown_cell(e["description"]),
                 "reps": e["reps"],
                 "SUPPORTED": _shown_rate(e["supported"], e["supported_ci"]),
                 "REFUTED": _shown_rate(e["refuted"], e["refuted_ci"]),
@@ -541,6 +541,11 @@ def markdown(entries: Sequence[Mapping[str, Any]], command: str) -> str:
             shown = ", ".join(f"{k} {v}" for k, v in json.loads(settings).items())
             lines += [f"Settings: {shown}", ""]
     return "\n".join(lines)
+
+
+def markdown_cell(text: str) -> str:
+    """Text safe in a markdown table cell: a '|' (as in |D|) would end the cell."""
+    return text.replace("|", "\\|")
 
 
 def _shown_rate(share: float, ci: Sequence[float]) -> str:

@@ -210,9 +210,9 @@ def calibration_lines(rows: list[dict[str, Any]]) -> list[str]:
         ]
     table = [
         {
-            "scenario": row["scenario"],
+            "scenario": calibration.markdown_cell(row["scenario"]),
             "kind": row["kind"],
-            "planted": row["description"],
+            "planted": calibration.markdown_cell(row["description"]),
             "reps": row["reps"],
             "SUPPORTED": f"{row['supported']:.2f} "
             f"[{row['supported_ci'][0]:.2f}, {row['supported_ci'][1]:.2f}]",

@@ -339,3 +339,23 @@ def test_stored_writes_the_table_from_stored_reps_without_running_any(tmp_path):
     assert len(list(store.records(claim.spec.id))) == before  # nothing ran
     entries = json.loads(summary.read_text())
     assert [(e["scenario"], e["reps"]) for e in entries] == [("shifted", 7)]
+
+
+def test_markdown_cells_keep_pipes_inside_the_cell():
+    entry = {
+        "claim": "c",
+        "version": 1,
+        "scenario": "s",
+        "kind": "truth",
+        "reps": 3,
+        "description": "mean |D| falls",
+        "settings": {},
+        "supported": 1.0,
+        "supported_ci": [0.3, 1.0],
+        "refuted": 0.0,
+        "refuted_ci": [0.0, 0.7],
+        "seconds": 1.0,
+    }
+    row = next(line for line in calibration.markdown([entry], "x").splitlines() if "falls" in line)
+    assert "mean \\|D\\| falls" in row
+    assert row.count("|") - row.count("\\|") == 9  # 8 columns
