@@ -492,8 +492,6 @@ def summarize(
 def markdown(entries: Sequence[Mapping[str, Any]], command: str) -> str:
     """docs/calibration.md from the summary's entries: one section per claim, a row per
     scenario."""
-    from tabulate import tabulate
-
     by_claim: dict[str, list[Mapping[str, Any]]] = {}
     for entry in entries:
         by_claim.setdefault(entry["claim"], []).append(entry)
@@ -517,30 +515,35 @@ def markdown(entries: Sequence[Mapping[str, Any]], command: str) -> str:
     for claim_id in sorted(by_claim):
         rows = by_claim[claim_id]
         lines += [f"## {claim_id} (v{rows[0]['version']})", ""]
-        table = [
-            {
-                "scenario": markdown_cell(e["scenario"]),
-                "kind": e["kind"],
-                "planted": markdown_cell(e["description"]),
-                "reps": e["reps"],
-                "SUPPORTED": _shown_rate(e["supported"], e["supported_ci"]),
-                "REFUTED": _shown_rate(e["refuted"], e["refuted_ci"]),
-                "target": _target(e),
-                "seconds": f"{float(e['seconds']):.0f}",
-            }
-            for e in rows
-        ]
-        lines += [tabulate(table, headers="keys", tablefmt="github"), ""]
-        misses = [
-            f"- Known miss, *{e['scenario']}*: {e['known_miss']}"
-            for e in rows
-            if e.get("known_miss")
-        ]
-        lines += [*misses, ""] if misses else []
+        lines += claim_table(rows)
         for settings in dict.fromkeys(json.dumps(e["settings"], sort_keys=True) for e in rows):
             shown = ", ".join(f"{k} {v}" for k, v in json.loads(settings).items())
             lines += [f"Settings: {shown}", ""]
     return "\n".join(lines)
+
+
+def claim_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One claim's rows as markdown lines (both rates, the target, compute time), then its
+    known misses: for docs/calibration.md and for the claim's section of a report."""
+    from tabulate import tabulate
+
+    table = [
+        {
+            "scenario": markdown_cell(e["scenario"]),
+            "kind": e["kind"],
+            "planted": markdown_cell(e["description"]),
+            "reps": e["reps"],
+            "SUPPORTED": _shown_rate(e["supported"], e["supported_ci"]),
+            "REFUTED": _shown_rate(e["refuted"], e["refuted_ci"]),
+            "target": _target(e),
+            "seconds": f"{float(e['seconds']):.0f}",
+        }
+        for e in rows
+    ]
+    misses = [
+        f"- Known miss, *{e['scenario']}*: {e['known_miss']}" for e in rows if e.get("known_miss")
+    ]
+    return [tabulate(table, headers="keys", tablefmt="github"), "", *misses, *([""] * bool(misses))]
 
 
 def markdown_cell(text: str) -> str:

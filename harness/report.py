@@ -208,25 +208,14 @@ def calibration_lines(rows: list[dict[str, Any]]) -> list[str]:
             "false-positive rate are unknown.",
             "",
         ]
-    table = [
-        {
-            "scenario": calibration.markdown_cell(row["scenario"]),
-            "kind": row["kind"],
-            "planted": calibration.markdown_cell(row["description"]),
-            "reps": row["reps"],
-            "SUPPORTED": f"{row['supported']:.2f} "
-            f"[{row['supported_ci'][0]:.2f}, {row['supported_ci'][1]:.2f}]",
-        }
-        for row in rows
-    ]
     settings = ", ".join(f"{k} {v}" for k, v in rows[0]["settings"].items())
     return [
-        "**Calibration** (share of planted sets SUPPORTED: the power under a truth, the "
-        f"false-positive rate under a null; 95% Clopper-Pearson; measured at {settings}; "
+        "**Calibration** (the share of planted sets SUPPORTED is the power under a truth and "
+        "the false-positive rate under a null; 95% Clopper-Pearson; measured at "
+        f"{settings}; "
         "docs/calibration.md).",
         "",
-        tabulate(table, headers="keys", tablefmt="github"),
-        "",
+        *calibration.claim_table(rows),
     ]
 
 

@@ -359,3 +359,37 @@ def test_markdown_cells_keep_pipes_inside_the_cell():
     row = next(line for line in calibration.markdown([entry], "x").splitlines() if "falls" in line)
     assert "mean \\|D\\| falls" in row
     assert row.count("|") - row.count("\\|") == 9  # 8 columns
+
+
+def test_reports_show_the_calibration_and_say_when_a_run_is_not_covered():
+    from harness import report
+
+    entry = {
+        "claim": "c",
+        "version": 1,
+        "scenario": "planted truth",
+        "kind": "truth",
+        "reps": 30,
+        "description": "an effect",
+        "supported": 0.9,
+        "supported_ci": [0.73, 0.98],
+        "refuted": 0.0,
+        "refuted_ci": [0.0, 0.12],
+        "seconds": 5.0,
+        "known_miss": "",
+        "settings": {"subjects": 10, "attributes": 12, "per_pair": 22, "d_model": 576},
+    }
+    missed = entry | {
+        "scenario": "a null",
+        "kind": "null",
+        "supported": 0.5,
+        "known_miss": "fires under massive dims",
+    }
+    text = "\n".join(report.calibration_lines([entry, missed]))
+    assert "planted truth" in text and "0.90 [0.73, 0.98]" in text
+    assert "**missed**" in text and "Known miss, *a null*: fires under massive dims" in text
+    assert "None recorded" in report.calibration_lines([])[0]
+    run = dict(entry["settings"])
+    assert report.coverage_line([entry], run).startswith("*Calibrated at these settings*")
+    line = report.coverage_line([entry], run | {"d_model": 64, "per_pair": 3})
+    assert line.startswith("*Not calibrated at these settings:*") and "d_model 64" in line
