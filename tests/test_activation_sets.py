@@ -24,6 +24,9 @@ from harness.progress import silent
 from tests.conftest import make_project
 
 DATA = synthetic.dataset(n_subjects=4, n_attributes=3, per_pair=4)
+# Sets a claim must decide on: the claims' two-way (subject x attribute) bootstrap cannot
+# bound an interval over three attributes (logistic-dominance is then INCONCLUSIVE).
+VERDICT_DATA = synthetic.dataset(n_subjects=6, n_attributes=6, per_pair=3)
 
 
 def _config(tmp_path: Path, **changes) -> RunConfig:
@@ -39,9 +42,11 @@ def _config(tmp_path: Path, **changes) -> RunConfig:
     return RunConfig(**fields)
 
 
-def _planted(tmp_path: Path, sampler: str = "logistic", model: str = "planted", **kw) -> Path:
-    acts = synthetic.activations(DATA, sampler, n_layers=3, d_model=128, seed=1)
-    return synthetic.write_activation_set(tmp_path / model, DATA, acts, model=model, **kw)
+def _planted(
+    tmp_path: Path, sampler: str = "logistic", model: str = "planted", data=DATA, **kw
+) -> Path:
+    acts = synthetic.activations(data, sampler, n_layers=3, d_model=128, seed=1)
+    return synthetic.write_activation_set(tmp_path / model, data, acts, model=model, **kw)
 
 
 # ------------------------------------------------------------------------- round trips
@@ -110,7 +115,7 @@ def test_float16_sets_are_accepted_and_give_the_planted_verdict(tmp_path):
 
     verdicts = {}
     for dtype in ("float16", "float32"):
-        path = _planted(tmp_path / dtype, dtype=dtype)
+        path = _planted(tmp_path / dtype, dtype=dtype, data=VERDICT_DATA)
         stored = activations.read(path)
         assert stored.activations.resid.dtype == np.dtype(dtype)
         assert stored.activations.meta["dtype"] == dtype
@@ -273,9 +278,9 @@ def test_two_sets_of_one_model_are_refused(tmp_path):
 def project(pytester: pytest.Pytester, shared_cache: Path) -> pytest.Pytester:
     make_project(pytester.path, shared_cache)
     for sampler in ("logistic", "normal"):
-        acts = synthetic.activations(DATA, sampler, n_layers=3, d_model=128, seed=1)
+        acts = synthetic.activations(VERDICT_DATA, sampler, n_layers=3, d_model=128, seed=1)
         synthetic.write_activation_set(
-            pytester.path / "sets" / sampler, DATA, acts, model=f"planted-{sampler}"
+            pytester.path / "sets" / sampler, VERDICT_DATA, acts, model=f"planted-{sampler}"
         )
     return pytester
 
@@ -307,7 +312,7 @@ def test_claims_on_sets_beside_a_model_give_the_planted_verdicts(project):
     # Baselines were written per set, under the set's own sentences and settings; the next
     # run compares against them and the refutations become expected failures.
     stored = json.loads((project.path / "baselines" / "planted-normal.json").read_text())
-    assert stored["settings"]["dataset_sha256"] == DATA.sha256
+    assert stored["settings"]["dataset_sha256"] == VERDICT_DATA.sha256
     assert stored["settings"]["processing"] == "synthetic"
     again = project.runpytest(*args, "--lm-models=")
     again.assert_outcomes(passed=1, xfailed=1)
