@@ -18,7 +18,7 @@ import transformer_lens.model_bridge  # noqa: F401
 import transformers  # noqa: F401
 from joblib.externals import loky  # noqa: F401
 
-from tests.conftest import make_project
+from tests.conftest import claim_module, make_project
 
 # A deliberately cheap claim (activations only), so each run costs one tiny extraction.
 CLAIM_MODULE = '''
@@ -137,7 +137,8 @@ def test_list_claims_shows_files_and_entry_points(project):
             "claim*version*needs*source*defined in*",
             "example-growth*1*activations*lmclaims test suite*entry point example-growth = "
             "lmclaims_example.test_growth (lmclaims-example 0.1)",
-            "logistic-dominance*1*activations, fits*Beyond Gaussian*"
+            f"logistic-dominance*{claim_module('logistic_dominance').SPEC.version}*"
+            "activations, fits*Beyond Gaussian*"
             "claims/test_logistic_dominance.py",
         ]
     )
