@@ -6,6 +6,8 @@ A claim asks for what it needs (``evidence.fits``, ...) and pays only for that.
 from __future__ import annotations
 
 import functools
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -322,6 +324,15 @@ def build(
         timings["load"] = round(time.perf_counter() - started, 2)
         started = time.perf_counter()
 
+        latch = _InterruptLatch()
+
+        def checked(after_batch: Callable[[], None]) -> Callable[[], None]:
+            def call() -> None:
+                after_batch()
+                latch.check()
+
+            return call
+
         def run(allocate: extraction.Allocate, after_batch: Callable[[], None]) -> ActivationSet:
             return extraction.extract(
                 loaded,
@@ -329,12 +340,13 @@ def build(
                 config.extraction,
                 progress=progress,
                 allocate=allocate,
-                after_batch=after_batch,
+                after_batch=checked(after_batch),
                 pairs=list(zip(dataset.frame["subject"], dataset.frame["attribute"], strict=True)),
             )
 
         # Written into the cache entry batch by batch: RAM does not grow with sentences.
-        acts = cache.put_extracted(key, dataset.frame, run)
+        with latch:
+            acts = cache.put_extracted(key, dataset.frame, run)
         timings["extract"] = round(time.perf_counter() - started, 2)
         del loaded
         # Continue from the published entry, read like any cached one.
@@ -344,6 +356,34 @@ def build(
     if config.extraction.tokens == "all":
         acts, dataset = _sampled_tokens(cache, key, dataset, acts)
     return Evidence(model_name, acts, dataset, config, cache, key, timings, progress)
+
+
+class _InterruptLatch:
+    """Ctrl-C during extraction stops it at the next batch at the latest. SIGINT raises
+    KeyboardInterrupt as usual and is also remembered: an interrupt that lands inside a
+    destructor or callback is printed as "Exception ignored" and lost, and the run then went
+    on to the fits (the SIGINT reliability test saw exit status 1 instead of 2)."""
+
+    def __init__(self) -> None:
+        self.hit = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _InterruptLatch:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.hit = True
+        raise KeyboardInterrupt
+
+    def check(self) -> None:
+        if self.hit:
+            raise KeyboardInterrupt("interrupted during extraction")
 
 
 def _sampled_tokens(
