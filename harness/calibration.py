@@ -137,11 +137,7 @@ class Calibration:
     def meets_target(self) -> bool | None:
         """Power >= 0.8 under a truth, FPR <= 0.05 under a null, on the point estimate;
         None with no reps."""
-        if not self.reps:
-            return None
-        if self.truth:
-            return self.supported.share >= TARGET_POWER
-        return self.supported.share <= TARGET_FPR
+        return target_met(self.truth, self.supported.share) if self.reps else None
 
     def clearly_misses(self) -> bool:
         """The interval excludes the target: what a reduced (CI) run may fail on."""
@@ -555,17 +551,17 @@ def _shown_rate(share: float, ci: Sequence[float]) -> str:
     return f"{share:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]"
 
 
+def target_met(truth: bool, supported: float) -> bool:
+    """Power >= 0.8 under a truth, FPR <= 0.05 under a null (the share SUPPORTED)."""
+    return supported >= TARGET_POWER if truth else supported <= TARGET_FPR
+
+
 def _target(entry: Mapping[str, Any]) -> str:
-    if entry["kind"] == "truth":
-        met = entry["supported"] >= TARGET_POWER
-    else:
-        met = entry["supported"] <= TARGET_FPR
-    return "met" if met else "**missed**"
+    return "met" if target_met(entry["kind"] == "truth", entry["supported"]) else "**missed**"
 
 
 def _rate(rate: Rate) -> str:
-    lo, hi = rate.confidence_interval
-    return f"{rate.share:.2f} [{lo:.2f}, {hi:.2f}]" if rate.n else "–"
+    return _shown_rate(rate.share, rate.confidence_interval) if rate.n else "–"
 
 
 def merged_summary(
