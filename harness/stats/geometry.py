@@ -9,6 +9,7 @@ treating coordinates, sentences or pairs as independent.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -363,33 +364,42 @@ def unrelated_cosine(
         pairs = _unrelated_products((w * sizes)[..., None], subject, attribute)[:, 0]
         for layer in range(n_layers):
             contrib = _unrelated_products(w[..., None] * sums[layer], subject, attribute)
-            contrib /= pairs[:, None]
             if start == 0:
                 # Row 0 is the point estimate: the top dimensions are chosen once on all
                 # pairs and their share resampled (re-choosing them per resample would bias
                 # the share upwards, a maximum over noisy contributions).
                 top_dims.append(tuple(int(d) for d in np.sort(np.argsort(-contrib[0])[:k])))
-            total = contrib.sum(axis=1)
-            top = contrib[:, list(top_dims[layer])].sum(axis=1)
-            cos[start : start + 50, layer] = total
+            # A two-way draw of one subject has no unrelated pairs: 0/0 -> NaN, left out
+            # of the interval by percentile_ci.
             with np.errstate(divide="ignore", invalid="ignore"):
+                contrib /= pairs[:, None]
+                total = contrib.sum(axis=1)
+                top = contrib[:, list(top_dims[layer])].sum(axis=1)
                 share[start : start + 50, layer] = np.where(total != 0, top / total, np.nan)
+            cos[start : start + 50, layer] = total
     point, boot = cos[0], cos[1:]
     share_point, share_boot = share[0], share[1:]
 
     def band(draws: np.ndarray) -> np.ndarray:
         return np.stack([np.nanquantile(draws, 0.025, 0), np.nanquantile(draws, 0.975, 0)], 1)
 
+    # Resamples (or whole layers) with no defined share are NaN by design; numpy's
+    # empty-slice warnings about them are noise.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        cosine_ci, top_share_ci = band(boot), band(share_boot)
+        pooled_share_draws = np.nanmean(share_boot[:, chosen], axis=1)
+        pooled_cosine_draws = boot[:, chosen].mean(axis=1)
     return Anisotropy(
         cosine=point,
-        cosine_ci=band(boot),
+        cosine_ci=cosine_ci,
         top_share=share_point,
-        top_share_ci=band(share_boot),
+        top_share_ci=top_share_ci,
         top_dims=tuple(top_dims),
         pooled_cosine=float(point[chosen].mean()),
-        pooled_cosine_ci=percentile_ci(boot[:, chosen].mean(axis=1)),
+        pooled_cosine_ci=percentile_ci(pooled_cosine_draws),
         pooled_top_share=float(share_point[chosen].mean()),
-        pooled_top_share_ci=percentile_ci(np.nanmean(share_boot[:, chosen], axis=1)),
+        pooled_top_share_ci=percentile_ci(pooled_share_draws),
         k=k,
         n_clusters=n_clusters,
         n_resamples=n_resamples,
