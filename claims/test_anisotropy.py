@@ -42,6 +42,12 @@ SPEC = ClaimSpec(
         "dimensions); INCONCLUSIVE otherwise. The cosine after z-scoring every dimension over "
         "the layer's sentences is reported beside (it also removes the mean direction)."
     ),
+    multiplicity=(
+        "SUPPORTED needs both lower bounds (cosine > 0.3, top-5 share > 0.5): an "
+        "intersection-union test, at level 0.05 with no correction. REFUTED rests on either "
+        "of two one-sided 2.5% bounds: at most 0.05 together (Bonferroni). The per-layer "
+        "values are reported, not tested one by one."
+    ),
     thresholds={
         "high_cosine": 0.3,  # ours: the sources give no cut-off (isotropic ~ 0)
         "top_k": 5,  # ours: "a few"

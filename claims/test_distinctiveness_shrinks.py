@@ -57,6 +57,12 @@ SPEC = ClaimSpec(
         "rank in the top third by mean |D| over layers up to 2/3 depth) is reported, not "
         "decided on."
     ),
+    multiplicity=(
+        "SUPPORTED needs both intervals below (slope < 0, ratio < 1): an intersection-union "
+        "test, at level 0.05 with no correction. REFUTED rests on either of two one-sided "
+        "2.5% bounds: at most 0.05 together (Bonferroni). Per-layer values, the raw and "
+        "standardized variants and the named-attributes sub-claim are reported, not tested."
+    ),
     thresholds={"ratio": 1.0, "min_subjects": 3, "min_attributes": 3, "min_layers": 3},
     source_numbers={
         "gpt2-small, PCA": "mean |D| 0.750 at layer 0, 0.135 at layer 3, ~0.055 at layers 7-11",

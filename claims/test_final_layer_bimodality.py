@@ -79,6 +79,11 @@ SPEC = ClaimSpec(
         "REFUTED when it is shown to be the opposite, INCONCLUSIVE otherwise or with fewer "
         "than 4 pairs. Every other layer's share is reported; a bimodal one is noted."
     ),
+    multiplicity=(
+        "One test decides: the final layer's share interval. The other layers' shares are "
+        "reported without a verdict (the 'only the final layer' part is not decided), so no "
+        "family of tests is formed."
+    ),
     thresholds={
         "min_height_ratio": 0.25,
         "min_dip_depth": 0.2,

@@ -46,6 +46,10 @@ SPEC = ClaimSpec(
         "reported beside. To bound the cost, all layers but a seeded subset of at most 20 "
         "pairs are fitted."
     ),
+    multiplicity=(
+        "One test decides: the share's interval. The share before the removal and with "
+        "z-scored dimensions are reported, not tested."
+    ),
     thresholds={
         "share": 0.5,
         "removed_share": 0.01,  # ours: "a few" outlier dimensions = 1% of d_model

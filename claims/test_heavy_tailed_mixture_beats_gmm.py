@@ -76,6 +76,11 @@ SPEC = ClaimSpec(
         "much); the size is in the notes. The t mixture is reported beside, not used in the "
         "verdict."
     ),
+    multiplicity=(
+        "SUPPORTED needs both lower bounds above 0 (AUROC gain, log-likelihood gain): an "
+        "intersection-union test, at level 0.05 with no correction. Layers and anomaly types "
+        "are averaged into one effect before the test, not tested one by one."
+    ),
     thresholds={
         "auroc_margin": 0.01,  # ours: an AUROC gain below 0.01 is no practical gain
         "n_layers": 6,

@@ -78,6 +78,11 @@ SPEC = ClaimSpec(
         "last word; '--lm-tokens last' is the control); token counts and their correlation "
         "with the score across pairs; the bulk's spread, Japanese vs others."
     ),
+    multiplicity=(
+        "One randomization test on mean J (layers averaged per subject before testing). Early "
+        "versus late, the shared-bandwidth variant and the token controls are reported, not "
+        "tested."
+    ),
     thresholds={
         "alpha": 0.05,
         "min_subjects": 4,

@@ -67,6 +67,11 @@ SPEC = ClaimSpec(
         "reported), since a wider kernel swallows near modes and far values that appear "
         "at some depths widen it."
     ),
+    multiplicity=(
+        "Both parts are required (left slope < 0, left minus right < 0): p is the larger of "
+        "the two one-sided p's, an intersection-union test at level 0.05 with no correction. "
+        "Requiring the bulk-tied bandwidth test to agree can only make a verdict rarer."
+    ),
     thresholds={
         "min_pairs": 4,
         "min_layers": 3,

@@ -54,6 +54,11 @@ SPEC = ClaimSpec(
         "Gaussian wins less often than the logistic family; REFUTED when the upper bound is "
         "below 0.5 or the Gaussian wins at least as often; INCONCLUSIVE otherwise."
     ),
+    multiplicity=(
+        "One interval decides (the logistic-family share), together with a count comparison "
+        "that is not a test (the Gaussian wins less often). Per-layer shares are reported, "
+        "not tested."
+    ),
     thresholds={"share": 0.5, "min_pairs": 4},
     source_numbers={
         "pythia (160m-1b)": "logistic family best in 85% of samples",

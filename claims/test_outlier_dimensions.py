@@ -46,6 +46,10 @@ SPEC = ClaimSpec(
         "d_model (not a few); INCONCLUSIVE otherwise. Massive activations (|x| > 100 and >= "
         "1000x the vector's median |x|) and the raw-scale count are reported, not decided on."
     ),
+    multiplicity=(
+        "One interval decides (the number of outlier dimensions): the per-layer hits are "
+        "counted into that one statistic, not tested one by one."
+    ),
     thresholds={
         "magnitude": 6.0,  # Dettmers et al. 2022
         "row_share": 0.06,  # Dettmers et al. 2022 (share of sequence positions)

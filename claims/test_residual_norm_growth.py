@@ -40,6 +40,12 @@ SPEC = ClaimSpec(
         "non-geometric fit (R^2 < 0.9); version 2 gave the first alone, small beside a "
         "REFUTED 'not geometric'."
     ),
+    multiplicity=(
+        "SUPPORTED needs both parts (growth factor > 1, R^2 >= 0.9): p is the larger of the "
+        "two bootstrap p's, an intersection-union test at level 0.05 with no correction. "
+        "REFUTED rests on either of two one-sided 2.5% bounds: at most 0.05 together "
+        "(Bonferroni)."
+    ),
     thresholds={"rate": 1.0, "r2_geometric": 0.9, "min_pairs": 4, "min_layers": 4},
     source_numbers={
         "gpt2-xl (48 layers)": "norm grows ~1.045x per layer (Heimersheim & Turner 2023)",

@@ -42,6 +42,9 @@ class ClaimSpec:
     quote: str  # the statement, in the source's words
     statistic: str  # the operational test, one paragraph
     thresholds: Mapping[str, float] = field(default_factory=dict)
+    # Which tests the verdict rests on and how their family is corrected (Holm, Bonferroni,
+    # an intersection-union test needing none), or that one test decides.
+    multiplicity: str = ""
     # Per-model expected verdicts where the source says something model-specific.
     expectations: Mapping[str, Verdict] = field(default_factory=dict)
     # The source's own numbers, shown beside ours in the report.

@@ -158,6 +158,8 @@ def write(state: LmSession) -> Path:
             f"**Test.** {spec.statistic}",
             "",
         ]
+        if spec.multiplicity:
+            lines += [f"**Multiple tests.** {spec.multiplicity}", ""]
         if spec.source_numbers:
             lines += ["**The source's numbers.**", ""]
             lines += [f"- {k}: {v}" for k, v in spec.source_numbers.items()] + [""]

@@ -186,3 +186,12 @@ def test_builtin_claim_declares_the_evidence_tables_it_reads(path):
         and n.attr in EVIDENCE_KINDS
     }
     assert read | {"activations"} == set(loaded.spec.needs)
+
+
+@pytest.mark.parametrize("path", BUILTIN, ids=[p.stem for p in BUILTIN])
+def test_builtin_claim_says_how_its_tests_are_corrected(path):
+    # A verdict resting on several tests must say how their family is controlled (issue 18
+    # item 8); one resting on a single test must say so.
+    statement = registry.load_file(path).spec.multiplicity
+    assert len(statement) > 40
+    assert any(word in statement for word in ("One ", "intersection-union", "Holm", "Benjamini"))

@@ -25,6 +25,7 @@ SPECS = [
         statistic="Slope of the planted values on depth, bootstrap CI.",
         source_numbers={"model x": "slope 0.5"},
         caveats=("a planted caveat about power",),
+        multiplicity="One test decides: the slope's interval.",
     ),
     ClaimSpec(
         id="planted-shape",
@@ -113,6 +114,7 @@ def test_every_section_and_figure_is_written(session: LmSession):
         assert f"> {spec.quote}" in text and f"**Test.** {spec.statistic}" in text
     assert "- model x: slope 0.5" in text
     assert "**Caveats.**" in text and "- a planted caveat about power" in text
+    assert "**Multiple tests.** One test decides: the slope's interval." in text
     assert "- not computed: planted" in text
     figures = re.findall(r"!\[[^\]]*\]\((figures/[^)]+)\)", text)
     assert {Path(f).stem.rsplit("--", 1)[1] for f in figures} == {"per_layer", "density", "cells"}
