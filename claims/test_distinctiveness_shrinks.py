@@ -90,6 +90,11 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
         if len(attributes) < spec.thresholds["min_attributes"]
         else "",
         f"{L} layers" if spec.thresholds["min_layers"] > L else "",
+        # The intervals resample sentences within pairs: a pair of one sentence has no
+        # variability to resample, and the interval would shrink to a point.
+        "a pair with 1 sentence"
+        if frame.groupby(["subject", "attribute"]).size().min() < 2
+        else "",
     ]
     if any(short):
         why = ", ".join(s for s in short if s)

@@ -12,7 +12,7 @@ import pandas as pd
 from scipy import stats
 
 from harness.calibration import Edit, Scenario, planted
-from harness.claim import ClaimResult, ClaimSpec, Verdict, claim_test
+from harness.claim import ClaimResult, ClaimSpec, InsufficientDataError, Verdict, claim_test
 from harness.dataset import Dataset
 from harness.evidence import Evidence
 from harness.extraction import seed_prefix
@@ -220,6 +220,8 @@ def sample_scores(evidence: Evidence, spec: ClaimSpec = SPEC) -> pd.DataFrame:
 
 def contrasts(scores: pd.DataFrame, column: str = "score") -> pd.DataFrame:
     """J per (subject, layer) for subjects with Japanese and at least one other attribute."""
+    if scores.empty:
+        raise InsufficientDataError("no sample has values enough for a KDE to score its modes")
     japanese = scores[scores["japanese"]].groupby(["subject", "layer"])[column].mean()
     others = scores[~scores["japanese"]].groupby(["subject", "layer"])[column].mean()
     both = pd.concat({"japanese": japanese, "others": others}, axis=1).dropna()

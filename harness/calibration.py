@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.claim import ClaimResult, Verdict
+from harness.claim import ClaimResult, Verdict, decide
 from harness.dataset import Dataset
 from harness.extraction import ActivationSet
 from harness.planted import Base, Nuisances, SideModes, planted_set, production_dataset
@@ -332,7 +332,7 @@ def evaluate_planted(claim: Claim, scenario: Scenario, seed: int, cache_dir: Pat
         seed=seed,
         model=scenario.model,
     )
-    return claim.evaluate(evidence, claim.spec)
+    return decide(claim.spec, claim.evaluate, evidence)
 
 
 def _run_rep(

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from harness.stats.errors import InsufficientDataError
+
 if TYPE_CHECKING:
     from harness.evidence import Evidence
 
@@ -153,6 +155,23 @@ def _shown(value: float) -> str:
 Evaluate = Callable[["Evidence", ClaimSpec], ClaimResult]
 
 
+def decide(spec: ClaimSpec, evaluate: Evaluate, evidence: Evidence) -> ClaimResult:
+    """Run a claim on one model's evidence. Data too few or too flat for a statistic the
+    claim needs (InsufficientDataError, e.g. a 100-value minimum for a fit, a mixture with
+    fewer rows than it has parameters) make the verdict INCONCLUSIVE with that reason: the
+    data cannot decide, which is not the claim's or the run's failure."""
+    try:
+        return evaluate(evidence, spec)
+    except InsufficientDataError as exc:
+        return spec.result(
+            evidence.model,
+            Verdict.INCONCLUSIVE,
+            "",
+            n=0,
+            notes=(f"not enough data to decide: {exc}",),
+        )
+
+
 def claim_test(spec: ClaimSpec, evaluate: Evaluate) -> Callable[..., None]:
     """The pytest test of one claim; bind it to a ``test_*`` name in the claim module::
 
@@ -168,7 +187,7 @@ def claim_test(spec: ClaimSpec, evaluate: Evaluate) -> Callable[..., None]:
         raise ClaimSpecError(f"claim {spec.id}: evaluate must be callable")
 
     def test(lm_evidence: Evidence, lm_verdict: Callable[[ClaimSpec, ClaimResult], None]) -> None:
-        lm_verdict(spec, evaluate(lm_evidence, spec))
+        lm_verdict(spec, decide(spec, evaluate, lm_evidence))
 
     test.__name__ = test.__qualname__ = "test_" + spec.id.replace("-", "_")
     test.__doc__ = spec.title

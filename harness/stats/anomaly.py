@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import gammaln
 
+from harness.stats.errors import InsufficientDataError
+
 FAMILIES = ("gaussian", "logistic", "t")
 # Each family's standard deviation per unit scale: the initial scales match one variance.
 _SD_PER_SCALE = {"gaussian": 1.0, "logistic": np.pi / np.sqrt(3.0)}
@@ -126,10 +128,12 @@ def fit_mixture(
     x = _as_rows(x)
     n, m = x.shape
     if n < 2 * k:
-        raise ValueError(f"{n} rows are too few for a {k}-component mixture (need {2 * k})")
+        raise InsufficientDataError(
+            f"{n} rows are too few for a {k}-component mixture (need {2 * k})"
+        )
     sd = x.std(axis=0)
     if np.any(sd <= 0):
-        raise ValueError("a column of the data is constant; its mixture is undefined")
+        raise InsufficientDataError("a column of the data is constant; its mixture is undefined")
     per_scale = _SD_PER_SCALE.get(family, np.sqrt(df / (df - 2)) if df > 2 else 1.0)
     mu = np.quantile(x, (np.arange(k) + 0.5) / k, axis=0).T  # (m, k)
     s = np.repeat((sd / k / per_scale)[:, None], k, axis=1)
@@ -189,7 +193,9 @@ def pca_projection(train: np.ndarray, m: int | None = None, rel_tol: float = 1e-
     if m is None:
         m = spanned
     if not 1 <= m <= spanned:
-        raise ValueError(f"m={m} projections, but the {n} training rows span {spanned} directions")
+        raise InsufficientDataError(
+            f"m={m} projections, but the {n} training rows span {spanned} directions"
+        )
     total = float((sv**2).sum())
     return Projection(mean, vt[:m], sd_all[:m], float((sv[:m] ** 2).sum() / total))
 
@@ -216,9 +222,11 @@ def split_projection(
     """
     a = np.asarray(rotation_rows, dtype=np.float64)
     b = np.asarray(scale_rows, dtype=np.float64)
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or len(a) < 2 or len(b) < 2:
-        raise ValueError(
-            f"expected two (n, d) arrays with the same d and n >= 2, got {a.shape}, {b.shape}"
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"expected two (n, d) arrays with the same d, got {a.shape}, {b.shape}")
+    if len(a) < 2 or len(b) < 2:
+        raise InsufficientDataError(
+            f"principal directions need >= 2 rows each; got {len(a)} and {len(b)} training rows"
         )
     _, sv, vt = np.linalg.svd(a - a.mean(axis=0), full_matrices=False)
     span = vt[sv > rel_tol * sv[0]] if sv[0] > 0 else vt[:0]
@@ -234,7 +242,7 @@ def split_projection(
     basis = np.vstack([span, rest_vt])
     keep = sd > rel_tol * sd.max() if sd.max() > 0 else np.zeros(sd.size, bool)
     if not keep.any():
-        raise ValueError("the scale rows do not vary along any direction")
+        raise InsufficientDataError("the scale rows do not vary along any direction")
     top = min(16, int(keep.sum()))
     explained = float((sd[keep][:top] ** 2).sum() / (sd[keep] ** 2).sum())
     return Projection(mean, basis[keep], sd[keep], explained)
@@ -317,7 +325,7 @@ def pair_u(
     pg = np.asarray(positive_groups, dtype=int)
     ng = np.asarray(negative_groups, dtype=int)
     if positive.size == 0 or negative.size == 0:
-        raise ValueError("AUROC needs at least one positive and one negative score")
+        raise InsufficientDataError("AUROC needs at least one positive and one negative score")
     if pg.shape != positive.shape or ng.shape != negative.shape or pg.min() < 0 or ng.min() < 0:
         raise ValueError("group labels must be non-negative ints, one per score")
     if not (np.all(np.isfinite(positive)) and np.all(np.isfinite(negative))):

@@ -40,6 +40,8 @@ from scipy import special as sc
 from scipy import stats
 from scipy.optimize import brentq
 
+from harness.stats.errors import InsufficientDataError
+
 # The study's code fits exactly these 19, in this order.
 STUDY_FAMILIES: tuple[str, ...] = (
     "crystalball",
@@ -94,7 +96,7 @@ class FamilyError(ValueError):
     pass
 
 
-class DegenerateSampleError(ValueError):
+class DegenerateSampleError(InsufficientDataError):
     """The sample has (almost) no spread, so no continuous family can be fitted to it."""
 
 
@@ -188,7 +190,9 @@ def validated(x: np.ndarray) -> np.ndarray:
     if bad:
         raise ValueError(f"sample has {bad} NaN/inf values out of {len(x)}")
     if len(x) < MIN_VALUES:
-        raise ValueError(f"sample has {len(x)} values; at least {MIN_VALUES} are needed to fit")
+        raise InsufficientDataError(
+            f"sample has {len(x)} values; at least {MIN_VALUES} are needed to fit"
+        )
     return x
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from harness.stats.errors import InsufficientDataError
 from harness.stats.inference import crossed_weights
 
 
@@ -38,7 +39,7 @@ def _cells(
     s_codes = np.unique(subjects.astype(str), return_inverse=True)[1]
     a_codes = np.unique(attributes.astype(str), return_inverse=True)[1]
     if s_codes.max(initial=0) < 1 or a_codes.max(initial=0) < 1:
-        raise ValueError("resampling needs at least two subjects and two attributes")
+        raise InsufficientDataError("resampling needs at least two subjects and two attributes")
     _, index = np.unique(s_codes * (a_codes.max() + 1) + a_codes, return_inverse=True)
     first = np.unique(index, return_index=True)[1]
     return index, s_codes[first], a_codes[first]
@@ -345,12 +346,14 @@ def unrelated_cosine(
     if not 1 <= k <= d_model:
         raise ValueError(f"k must be in 1..{d_model}, got {k}")
     if len(np.unique(subjects.astype(str))) < 2 or len(np.unique(attributes.astype(str))) < 2:
-        raise ValueError("unrelated sentence pairs need at least two subjects and attributes")
+        raise InsufficientDataError(
+            "unrelated sentence pairs need at least two subjects and attributes"
+        )
     index, subject, attribute = _cells(subjects, attributes, n)
     n_clusters = subject.size
     chosen = np.arange(n_layers) if layers is None else np.arange(n_layers)[layers]
     if chosen.size == 0:
-        raise ValueError("no layers selected")
+        raise InsufficientDataError("no layers selected")
     sums = _unit_pair_sums(x, index, n_clusters, standardize)  # (L, P, D)
     sizes = np.bincount(index, minlength=n_clusters).astype(np.float64)
     w_all = np.vstack(

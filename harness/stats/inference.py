@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from harness.stats.errors import InsufficientDataError
+
 
 @dataclass(frozen=True)
 class BootstrapResult:
@@ -35,7 +37,7 @@ def cluster_bootstrap_share(
     hits = np.asarray(hits, dtype=bool)
     labels, index = np.unique(np.asarray(clusters), return_inverse=True)
     if len(labels) < 2:
-        raise ValueError("a cluster bootstrap needs at least two clusters")
+        raise InsufficientDataError("a cluster bootstrap needs at least two clusters")
     k = np.bincount(index, weights=hits, minlength=len(labels))
     n = np.bincount(index, minlength=len(labels)).astype(float)
     rng = np.random.default_rng(seed)
@@ -94,7 +96,7 @@ def bootstrap_mean(
 
     x = np.asarray(values, dtype=np.float64).ravel()
     if x.size < 2 or not np.all(np.isfinite(x)):
-        raise ValueError(f"a bootstrap needs at least two finite values, got {x.size}")
+        raise InsufficientDataError(f"a bootstrap needs at least two finite values, got {x.size}")
     n = x.size
     rng = np.random.default_rng(seed)
     means = x[rng.integers(0, n, size=(n_resamples, n))].mean(axis=1)
@@ -243,7 +245,7 @@ def _crossed_ratio_draws(
     bottom = np.einsum("bs,sa,ba->b", c_s, den, c_a)
     keep = bottom > 0
     if not np.any(keep):
-        raise ValueError("no resample has a positive total weight")
+        raise InsufficientDataError("no resample has a positive total weight")
     return top[keep] / bottom[keep]
 
 

@@ -26,6 +26,8 @@ import pandas as pd
 from scipy import fft as sp_fft
 from scipy import signal
 
+from harness.stats.errors import InsufficientDataError
+
 BW_FACTOR = 4.5
 GRID_POINTS = 1000
 PROMINENCE_FRAC = 1e-4
@@ -124,9 +126,9 @@ def _clean(x: Any, name: str = "x") -> np.ndarray:
     if bad:
         raise ValueError(f"{name} has {bad} non-finite values (NaN or inf) out of {arr.size}")
     if arr.size < 2:
-        raise ValueError(f"{name} has {arr.size} values; a KDE needs at least 2")
+        raise InsufficientDataError(f"{name} has {arr.size} values; a KDE needs at least 2")
     if arr.min() == arr.max():
-        raise ValueError(
+        raise InsufficientDataError(
             f"{name} is constant (all {arr.size} values equal {float(arr[0])!r}); "
             "a KDE needs values that differ"
         )
@@ -154,7 +156,7 @@ def common_bandwidth(
     values = samples.values() if isinstance(samples, Mapping) else samples
     widths = [scott_bandwidth(s, factor) for s in values]
     if not widths:
-        raise ValueError("common_bandwidth needs at least one sample")
+        raise InsufficientDataError("common_bandwidth needs at least one sample")
     return float(np.median(widths))
 
 

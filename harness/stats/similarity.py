@@ -28,6 +28,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from harness.stats.errors import InsufficientDataError
+
 Variant = Literal["raw", "pca", "standardized"]
 VARIANTS: tuple[str, ...] = ("raw", "pca", "standardized")
 # How bootstrap replicates become an interval. "basic" (2 * estimate - quantiles) is the
@@ -86,14 +88,18 @@ def _cells(
     S = int(subject.max()) + 1 if n_subjects is None else n_subjects
     A = int(attribute.max()) + 1 if n_attributes is None else n_attributes
     if S < 2 or A < 2:
-        raise ValueError(f"distinctiveness needs >= 2 subjects and >= 2 attributes, got {S}x{A}")
+        raise InsufficientDataError(
+            f"distinctiveness needs >= 2 subjects and >= 2 attributes, got {S}x{A}"
+        )
     if subject.min() < 0 or subject.max() >= S or attribute.min() < 0 or attribute.max() >= A:
         raise ValueError(f"codes out of range for {S} subjects x {A} attributes")
     cell = subject.astype(np.int64) * A + attribute.astype(np.int64)
     counts = np.bincount(cell, minlength=S * A)
     if (counts == 0).any():
         empty = [(int(k) // A, int(k) % A) for k in np.flatnonzero(counts == 0)]
-        raise ValueError(f"every (subject, attribute) cell needs a sentence; empty: {empty[:10]}")
+        raise InsufficientDataError(
+            f"every (subject, attribute) cell needs a sentence; empty: {empty[:10]}"
+        )
     order = np.argsort(cell, kind="stable")
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     slot = np.arange(n_sentences) - np.repeat(starts, counts)
@@ -149,7 +155,9 @@ def _distinctiveness(c: np.ndarray) -> np.ndarray:
     """D from centroids (..., S, A, d), with the Gram matrices in c's own float precision."""
     S, A = c.shape[-3], c.shape[-2]
     if S < 2 or A < 2:
-        raise ValueError(f"distinctiveness needs >= 2 subjects and >= 2 attributes, got {S}x{A}")
+        raise InsufficientDataError(
+            f"distinctiveness needs >= 2 subjects and >= 2 attributes, got {S}x{A}"
+        )
     # Only same-subject and same-attribute pairs enter D: S Gram matrices of A x A and A of
     # S x S, O(S A (S + A) d) as batched matmuls, with no normalized copy of the centroids.
     same_subject = _cosines(c @ np.swapaxes(c, -1, -2))  # (..., S, A, A)
@@ -627,7 +635,7 @@ def depth_trend(
         raise ValueError(f"replicates must be (n_resamples, {L}), got {reps.shape}")
     use = np.ones(L, bool) if use is None else np.asarray(use, dtype=bool)
     if use.sum() < 3:
-        raise ValueError(f"a depth trend needs >= 3 usable layers, got {int(use.sum())}")
+        raise InsufficientDataError(f"a depth trend needs >= 3 usable layers, got {int(use.sum())}")
     idx = np.arange(L)
     third = max(1, L // 3)
     early, late = use & (idx < third), use & (idx >= L - third)
@@ -690,7 +698,7 @@ def ranking(
         raise ValueError(f"by must be 'attribute' or 'subject', got {by!r}")
     use = np.ones(D.shape[0], bool) if use is None else np.asarray(use, dtype=bool)
     if not use.any():
-        raise ValueError("ranking needs at least one usable layer")
+        raise InsufficientDataError("ranking needs at least one usable layer")
     other = 1 if by == "attribute" else 2  # axis of (L, S, A) averaged away with the layers
 
     def score(d: np.ndarray) -> np.ndarray:  # (..., L, S, A) -> (..., n_ranked)
