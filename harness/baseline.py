@@ -52,27 +52,101 @@ def path_for(directory: Path, model: str) -> Path:
     return Path(directory) / f"{model.replace('/', '__')}.json"
 
 
-def load(directory: Path, model: str) -> dict[str, BaselineEntry]:
+class BaselineError(ValueError):
+    """A baseline file that cannot be read as one: the message names the file, the entry
+    and the fix."""
+
+
+_FIX = "fix or delete it, or rewrite it with --lm-baseline=update"
+
+
+def _number(value: Any) -> bool:
+    """A JSON number (Python's json reads and writes NaN and +-Infinity too)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _entry(path: Path, claim_id: str, raw: Any) -> BaselineEntry:
+    def bad(what: str) -> BaselineError:
+        return BaselineError(f"{path}: entry {claim_id!r}: {what}; {_FIX}")
+
+    if not isinstance(raw, dict):
+        raise bad(f"expected an object, got {type(raw).__name__}")
+    missing = [k for k in ("claim_version", "verdict", "effect", "ci") if k not in raw]
+    if missing:
+        raise bad(f"missing {', '.join(missing)}")
+    version = raw["claim_version"]
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise bad(f"claim_version must be an integer >= 1, got {version!r}")
+    if raw["verdict"] not in set(Verdict):
+        raise bad(f"verdict must be one of {', '.join(Verdict)}, got {raw['verdict']!r}")
+    effect = raw["effect"]
+    if effect is not None and not _number(effect):
+        raise bad(f"effect must be a number or null, got {effect!r}")
+    ci = raw["ci"]
+    # An interval may be unbounded (+-Infinity) where the design cannot bound it.
+    if ci is not None and not (
+        isinstance(ci, list) and len(ci) == 2 and all(map(_number, ci)) and ci[0] <= ci[1]
+    ):
+        raise bad(f"ci must be null or [low, high] with low <= high, got {ci!r}")
+    tolerance = raw.get("tolerance", 0.0)
+    if not _number(tolerance) or not tolerance >= 0:
+        raise bad(f"tolerance must be a number >= 0, got {tolerance!r}")
+    return BaselineEntry(
+        claim_id,
+        version,
+        Verdict(raw["verdict"]),
+        None if effect is None else float(effect),
+        None if ci is None else (float(ci[0]), float(ci[1])),
+        float(tolerance),
+    )
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """One model's stored verdicts and the settings they were made under."""
+
+    path: Path
+    settings: dict[str, Any] | None
+    entries: dict[str, BaselineEntry]
+
+
+def read(directory: Path, model: str) -> Baseline | None:
+    """A model's baseline, checked whole; None when there is none. Raises BaselineError
+    naming the file (and the entry) for anything that is not a valid baseline."""
     path = path_for(directory, model)
     if not path.is_file():
-        return {}
-    data = json.loads(path.read_text())
-    return {
-        claim_id: BaselineEntry(
-            claim_id,
-            int(entry["claim_version"]),
-            Verdict(entry["verdict"]),
-            entry.get("effect"),
-            tuple(entry["ci"]) if entry.get("ci") is not None else None,
-            float(entry.get("tolerance", 0.0)),
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise BaselineError(f"{path}: not UTF-8 text ({exc.reason}); {_FIX}") from exc
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno}, column {exc.colno}"
+        raise BaselineError(f"{path}: not valid JSON ({exc.msg} at {where}); {_FIX}") from exc
+    if not isinstance(data, dict):
+        raise BaselineError(f"{path}: expected a JSON object, got {type(data).__name__}; {_FIX}")
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise BaselineError(
+            f"{path}: schema_version must be {SCHEMA_VERSION}, got "
+            f"{data.get('schema_version')!r}; {_FIX}"
         )
-        for claim_id, entry in data["claims"].items()
-    }
+    claims, settings = data.get("claims"), data.get("settings")
+    if not isinstance(claims, dict):
+        raise BaselineError(f"{path}: 'claims' must be an object of entries; {_FIX}")
+    if settings is not None and not isinstance(settings, dict):
+        raise BaselineError(f"{path}: 'settings' must be an object; {_FIX}")
+    entries = {claim_id: _entry(path, claim_id, raw) for claim_id, raw in claims.items()}
+    return Baseline(path, settings, entries)
+
+
+def load(directory: Path, model: str) -> dict[str, BaselineEntry]:
+    stored = read(directory, model)
+    return {} if stored is None else stored.entries
 
 
 def load_settings(directory: Path, model: str) -> dict[str, Any] | None:
-    path = path_for(directory, model)
-    return json.loads(path.read_text()).get("settings") if path.is_file() else None
+    stored = read(directory, model)
+    return None if stored is None else stored.settings
 
 
 def settings_mismatch(recorded: dict[str, Any] | None, current: dict[str, Any]) -> str:
@@ -93,10 +167,14 @@ def save(directory: Path, model: str, results: list[ClaimResult], settings: dict
     A baseline is only meaningful under the settings it was made with; they are stored with
     it and a compare under other settings is refused.
     """
-    if settings_mismatch(load_settings(directory, model), settings):
-        existing: dict[str, BaselineEntry] = {}  # other settings: start afresh
+    try:
+        stored = read(directory, model)
+    except BaselineError:
+        stored = None  # an unreadable file is what update is asked to replace
+    if stored is None or settings_mismatch(stored.settings, settings):
+        existing: dict[str, BaselineEntry] = {}  # none, or other settings: start afresh
     else:
-        existing = load(directory, model)
+        existing = stored.entries
     path = path_for(directory, model)
     entries = {k: asdict(v) for k, v in existing.items()}
     for r in results:

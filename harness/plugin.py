@@ -60,6 +60,17 @@ _OPTIONS: list[tuple[str, str, str | None]] = [
 _DEFAULT_MODELS = next(default for name, _, default in _OPTIONS if name == "models")
 
 
+@dataclass(frozen=True)
+class Unfinished:
+    """A (claim, model) of the run that has no verdict: ERROR (the one-line reason) or
+    NOT RUN (the run stopped or was interrupted before it)."""
+
+    claim_id: str
+    model: str
+    outcome: str  # "ERROR" or "NOT RUN"
+    reason: str
+
+
 @dataclass
 class LmSession:
     config: RunConfig
@@ -77,6 +88,24 @@ class LmSession:
     remote_models: dict[str, dict[str, Any]] = field(default_factory=dict)
     # --lm-activations: the sets read and checked at configure time, by model name.
     sets: dict[str, Any] = field(default_factory=dict)
+    # Every (claim id, model) the run meant to decide, in run order; the failures of those
+    # that crashed (one line each); both filled as items are collected and reported.
+    planned: dict[tuple[str, str], None] = field(default_factory=dict)
+    failures: dict[tuple[str, str], str] = field(default_factory=dict)
+    unfinished: list[Unfinished] = field(default_factory=list)
+    interrupted: bool = False
+
+    def settle(self) -> None:
+        """Every planned (claim, model) without a result becomes ERROR or NOT RUN."""
+        decided = {(r.claim_id, r.model) for r in self.results}
+        self.unfinished = [
+            Unfinished(claim_id, model, "ERROR", self.failures[key])
+            if key in self.failures
+            else Unfinished(claim_id, model, "NOT RUN", "the run stopped before it")
+            for key in self.planned
+            if key not in decided
+            for claim_id, model in [key]
+        ]
 
 
 session_key = pytest.StashKey[LmSession]()
@@ -168,6 +197,7 @@ def pytest_configure(config: pytest.Config) -> None:
     except (ConfigError, FamilyError, ValueError) as exc:
         raise pytest.UsageError(f"lmclaims: {exc}") from exc
     config.stash[session_key] = LmSession(run_config)
+    config.pluginmanager.register(_Outcomes(config.stash[session_key]), "lmclaims-outcomes")
     _read_activation_sets(config.stash[session_key])
     from harness import parallel
 
@@ -208,6 +238,10 @@ def pytest_collection_modifyitems(
 
     claim_selection.apply(session, config, items)
     state = config.stash[session_key]
+    for item in items:
+        key = _claim_key(item)
+        if key is not None:
+            state.planned[key] = None
     if not any("lm_evidence" in getattr(item, "fixturenames", ()) for item in items):
         return
     if not state.config.models and not state.sets:
@@ -215,6 +249,12 @@ def pytest_collection_modifyitems(
             "lmclaims: no models selected; pass --lm-models NAME[,NAME...] or "
             "--lm-activations PATH[,PATH...]"
         )
+    if state.config.baseline == "compare":
+        try:
+            for name in [*state.config.models, *state.sets]:
+                baseline.read(state.config.baseline_dir, name)
+        except baseline.BaselineError as exc:
+            raise pytest.UsageError(f"lmclaims: {exc}") from exc
     if not state.config.models:
         return  # activation sets only: each brings its own sentences, checked at configure
     try:
@@ -274,12 +314,14 @@ def lm_verdict(request: pytest.FixtureRequest) -> Callable[[ClaimSpec, ClaimResu
         state.results.append(result)
         state.specs[spec.id] = spec
         mode = state.config.baseline
-        directory = state.config.baseline_dir
-        entry = baseline.load(directory, result.model).get(result.claim_id)
-        if mode == "compare" and entry is not None:
+        # off never reads baselines; compare checked them before the run (collection).
+        stored = (
+            baseline.read(state.config.baseline_dir, result.model) if mode == "compare" else None
+        )
+        entry = stored.entries.get(result.claim_id) if stored is not None else None
+        if stored is not None and entry is not None:
             mismatch = baseline.settings_mismatch(
-                baseline.load_settings(directory, result.model),
-                _baseline_settings(state, result.model),
+                stored.settings, _baseline_settings(state, result.model)
             )
             if mismatch:
                 pytest.fail(
@@ -293,7 +335,7 @@ def lm_verdict(request: pytest.FixtureRequest) -> Callable[[ClaimSpec, ClaimResu
                 pytest.fail(comparison.message, pytrace=False)
         else:
             if mode == "compare" and not baseline.settings_mismatch(
-                baseline.load_settings(directory, result.model),
+                stored.settings if stored is not None else None,
                 _baseline_settings(state, result.model),
             ):
                 # Written at session end and reported, never passed over in silence.
@@ -330,16 +372,66 @@ def _evidence_message(result: ClaimResult) -> str:
     return "; ".join((result.summary(), *result.notes))
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
+def _claim_key(item: pytest.Item) -> tuple[str, str] | None:
+    """(claim id, model) of a claim test item; None for any other test."""
+    spec = getattr(getattr(item, "function", None), "lm_claim", None)
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    if not isinstance(spec, ClaimSpec) or "lm_model" not in params:
+        return None
+    return spec.id, params["lm_model"]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    # The key rides on the report, so an xdist controller (which collects nothing) sees
+    # which claim and model a report is about.
+    report = yield
+    key = _claim_key(item)
+    if key is not None:
+        report.user_properties.append(("lm_claim", list(key)))
+        # A claim that crashes before its verdict still gets its section in the report.
+        spec = item.function.lm_claim  # type: ignore[attr-defined]
+        item.config.stash[session_key].specs.setdefault(spec.id, spec)
+    return report
+
+
+def _one_line(report: pytest.TestReport) -> str:
+    crash = getattr(report.longrepr, "reprcrash", None)
+    text = crash.message if crash is not None else report.longreprtext
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    line = lines[0] if lines else "failed without a message"
+    return line.removeprefix("Failed: ")
+
+
+class _Outcomes:
+    """Records which claims crashed (on the controller too, under xdist)."""
+
+    def __init__(self, state: LmSession) -> None:
+        self.state = state
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        key = dict(report.user_properties).get("lm_claim")
+        if key is None:
+            return
+        key = (str(key[0]), str(key[1]))
+        self.state.planned[key] = None
+        if report.failed:
+            where = "" if report.when == "call" else f"in {report.when}: "
+            self.state.failures.setdefault(key, where + _one_line(report))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = session.config.stash.get(session_key, None)
-    if state is None or not state.results:
-        return
+    if state is None or not state.planned or exitstatus == pytest.ExitCode.USAGE_ERROR:
+        return  # nothing was meant to run, or a usage error stopped it before the work
     from harness import parallel, report
 
     if parallel.is_worker(session.config):
         # Under xdist the controller writes the one report and the baselines.
         parallel.ship(session.config, state)
         return
+    state.interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
+    state.settle()
 
     to_save = state.results if state.config.baseline == "update" else state.unrecorded
     for model in dict.fromkeys(r.model for r in to_save):
@@ -357,8 +449,11 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if state is None or state.report_path is None:
         return
     counts: dict[str, int] = {}
-    for r in state.results:
-        counts[str(r.verdict)] = counts.get(str(r.verdict), 0) + 1
+    for verdict in [
+        *(str(r.verdict) for r in state.results),
+        *(u.outcome for u in state.unfinished),
+    ]:
+        counts[verdict] = counts.get(verdict, 0) + 1
     tally = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
     if state.unrecorded:
         claims = ", ".join(sorted({f"{r.claim_id} on {r.model}" for r in state.unrecorded}))
@@ -367,8 +462,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             f"{', '.join(map(str, state.baselines_written))}; review and commit them to "
             "compare later runs against them"
         )
+    claims = {claim for claim, _ in state.planned}
+    models = {model for _, model in state.planned}
+    stopped = " (interrupted: the report is partial)" if state.interrupted else ""
     terminalreporter.write_line(
-        f"lmclaims: {len(state.specs)} claim(s) x "
-        f"{len(state.evidence) + len(state.remote_models)} model(s): {tally} "
+        f"lmclaims: {len(claims)} claim(s) x {len(models)} model(s): {tally}{stopped} "
         f"-> {state.report_path}"
     )

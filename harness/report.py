@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -20,7 +21,7 @@ from harness.claim import ClaimResult
 from harness.figures import KINDS
 
 if TYPE_CHECKING:
-    from harness.plugin import LmSession
+    from harness.plugin import LmSession, Unfinished
 
 SCHEMA_VERSION = 1
 
@@ -58,6 +59,11 @@ def summary_table(results: list[ClaimResult]) -> str:
     # The claim version last: a baseline holds only for the version it recorded.
     headers = ["claim", "model", "verdict", "effect", "value", "95% CI", "p", "n", "claim v"]
     return tabulate(rows, headers=headers, tablefmt="github")
+
+
+def unfinished_table(unfinished: list[Unfinished]) -> str:
+    rows = [[u.claim_id, u.model, f"**{u.outcome}**", u.reason] for u in unfinished]
+    return tabulate(rows, headers=["claim", "model", "outcome", "reason"], tablefmt="github")
 
 
 MAX_MD_ROWS = 40
@@ -137,9 +143,14 @@ def write(state: LmSession) -> Path:
     figures = out / "figures"
     out.mkdir(parents=True, exist_ok=True)
     prov = provenance(state)
-    lines = [
-        "# lmclaims verdict report",
-        "",
+    lines = ["# lmclaims verdict report", ""]
+    if state.interrupted:
+        lines += [
+            "> **This run was interrupted.** The report is partial: claims marked NOT RUN "
+            "were not decided.",
+            "",
+        ]
+    lines += [
         f"Models: {', '.join(prov['models']) or '–'} · dataset "
         f"{prov['dataset']['n_sentences'] if prov['dataset'] else '–'} sentences · "
         f"lmclaims {__version__}",
@@ -147,6 +158,8 @@ def write(state: LmSession) -> Path:
         summary_table(state.results),
         "",
     ]
+    if state.unfinished:
+        lines += ["**Without a verdict.**", "", unfinished_table(state.unfinished), ""]
     for claim_id, spec in state.specs.items():
         lines += [
             f"## {spec.title} (`{claim_id}` v{spec.version})",
@@ -187,12 +200,16 @@ def write(state: LmSession) -> Path:
                     "</details>",
                     "",
                 ]
+        for missing in (u for u in state.unfinished if u.claim_id == claim_id):
+            lines += [f"### {missing.model}: {missing.outcome}", "", missing.reason, ""]
     lines += ["## Provenance", "", "```json", json.dumps(prov, indent=2, default=str), "```", ""]
     (out / "report.md").write_text("\n".join(lines))
     payload = {
         "schema_version": SCHEMA_VERSION,
         "provenance": prov,
+        "interrupted": state.interrupted,
         "results": [_result_json(r) for r in state.results],
+        "unfinished": [dataclasses.asdict(u) for u in state.unfinished],
     }
     # Strict JSON: a value that was not computed or is not finite is null (notes say why).
     text = json.dumps(_finite(payload), indent=2, default=str, allow_nan=False)

@@ -74,3 +74,59 @@ def test_entries_without_tolerance_load_as_exact(tmp_path):
     entry = baseline.load(tmp_path, "m")["c"]
     assert entry.tolerance == 0.0
     assert not baseline.compare(entry, _result(effect=0.81)).matches
+
+
+# ------------------------------------------- unreadable baselines (issue 21, item 3)
+
+
+def _stored(tmp_path, **entry_changes):
+    baseline.save(tmp_path, "m", [_result()], SETTINGS)
+    path = baseline.path_for(tmp_path, "m")
+    data = json.loads(path.read_text())
+    for key, value in entry_changes.items():
+        if value is ...:
+            del data["claims"]["c"][key]
+        else:
+            data["claims"]["c"][key] = value
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"verdict": "MAYBE"}, "entry 'c': verdict must be one of SUPPORTED"),
+        ({"ci": "wide"}, "entry 'c': ci must be null or \\[low, high\\]"),
+        ({"ci": [0.9, 0.1]}, "entry 'c': ci must be null or \\[low, high\\]"),
+        ({"effect": ...}, "entry 'c': missing effect"),
+        ({"claim_version": "1"}, "entry 'c': claim_version must be an integer"),
+        ({"tolerance": -1}, "entry 'c': tolerance must be a number >= 0"),
+    ],
+)
+def test_a_bad_entry_names_the_file_and_the_entry(tmp_path, change, message):
+    path = _stored(tmp_path, **change)
+    with pytest.raises(baseline.BaselineError, match=message) as caught:
+        baseline.read(tmp_path, "m")
+    assert str(caught.value).startswith(str(path))
+    assert "--lm-baseline=update" in str(caught.value)
+
+
+@pytest.mark.parametrize("text", ["", '{"schema_version": 1, "claims": {"c": {', "[]", "\xff"])
+def test_an_unreadable_file_names_itself(tmp_path, text):
+    path = baseline.path_for(tmp_path, "m")
+    path.write_bytes(text.encode("latin-1"))
+    with pytest.raises(baseline.BaselineError) as caught:
+        baseline.read(tmp_path, "m")
+    assert str(caught.value).startswith(str(path))
+
+
+def test_update_replaces_an_unreadable_file(tmp_path):
+    baseline.path_for(tmp_path, "m").write_text('{"schema_version": 1, "cla')
+    baseline.save(tmp_path, "m", [_result()], SETTINGS)
+    assert baseline.read(tmp_path, "m").entries["c"].verdict is Verdict.SUPPORTED
+
+
+def test_unbounded_intervals_and_missing_effects_round_trip(tmp_path):
+    baseline.save(tmp_path, "m", [_result(effect=None, ci=(-float("inf"), float("inf")))], {})
+    entry = baseline.read(tmp_path, "m").entries["c"]
+    assert entry.effect is None and entry.ci == (-float("inf"), float("inf"))
