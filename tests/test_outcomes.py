@@ -20,7 +20,7 @@ from joblib.externals import loky  # noqa: F401
 
 from harness import synthetic
 
-CLAIM = '''
+CLAIM = """
 from harness.claim import ClaimSpec, Verdict, claim_test
 
 SPEC = ClaimSpec(id="{claim_id}", version=1, title="t", source="s", quote="q", statistic="x")
@@ -32,7 +32,7 @@ def evaluate(evidence, spec=SPEC):
 
 
 test_{name} = claim_test(SPEC, evaluate)
-'''
+"""
 
 
 def _claim(path: Path, claim_id: str, body: str = "pass") -> None:
@@ -46,8 +46,7 @@ def _claim(path: Path, claim_id: str, body: str = "pass") -> None:
 def project(pytester: pytest.Pytester) -> pytest.Pytester:
     (pytester.path / "claims").mkdir()
     (pytester.path / "pytest.ini").write_text(
-        "[pytest]\naddopts = --import-mode=importlib\n"
-        f"lm_cache_dir = {pytester.path / 'cache'}\n"
+        f"[pytest]\naddopts = --import-mode=importlib\nlm_cache_dir = {pytester.path / 'cache'}\n"
     )
     data = synthetic.dataset(n_subjects=4, n_attributes=3, per_pair=2)
     acts = synthetic.activations(data, "logistic", n_layers=2, d_model=8)
