@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,9 @@ class RunConfig:
     sentences_per_pair: int | None = None
     # Activation-set folders (docs/activation-format.md) evaluated beside ``models``.
     activation_sets: tuple[str, ...] = ()
+    # The folder of run reports (--lm-report-root), which holds the ``latest`` link; None
+    # when --lm-report-dir names the run's own folder (no link is made outside it).
+    report_root: Path | None = None
 
     def __post_init__(self) -> None:
         _check_choice("baseline", self.baseline, BASELINE_MODES)
@@ -107,12 +111,31 @@ class RunConfig:
     def describe(self) -> dict[str, Any]:
         """The method settings a report must record, as plain JSON values."""
         out = asdict(self)
-        for key in ("dataset", "report_dir", "cache_dir", "baseline_dir"):
+        for key in ("dataset", "report_dir", "report_root", "cache_dir", "baseline_dir"):
             out[key] = None if out[key] is None else str(out[key])
         out["models"] = list(self.models)
         out["activation_sets"] = list(self.activation_sets)
         out["fit"]["families"] = list(self.fit.families)
         return out
+
+
+def check_output_dir(path: Path | str, option: str) -> None:
+    """Before any work: ``path`` is, or can be made, a folder this process can write in.
+    An fsspec URL (``memory://``, ``s3://``) is checked by its filesystem when used."""
+    if "://" in str(path):
+        return
+    probe = Path(path)
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"{option} {path}: {probe} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"{option} {path}: cannot write in {probe} ({exc.strerror}); choose a writable folder"
+        ) from exc
 
 
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

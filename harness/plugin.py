@@ -21,6 +21,7 @@ from harness.config import (
     ExtractionSettings,
     FitSettings,
     RunConfig,
+    check_output_dir,
 )
 from harness.dataset import Dataset, DatasetError
 from harness.evidence import Evidence
@@ -182,6 +183,7 @@ def build_run_config(config: pytest.Config) -> RunConfig:
         report_dir=_path(config, report_dir)
         if report_dir
         else _path(config, get("lm_report_root")) / run_name,
+        report_root=None if report_dir else _path(config, get("lm_report_root")),
         cache_dir=_path(config, get("lm_cache_dir")),
         baseline_dir=_path(config, get("lm_baseline_dir")),
         baseline=get("lm_baseline"),
@@ -194,6 +196,13 @@ def build_run_config(config: pytest.Config) -> RunConfig:
 def pytest_configure(config: pytest.Config) -> None:
     try:
         run_config = build_run_config(config)
+        if not (config.getoption("help") or config.getoption("lm_list_claims")):
+            # Checked before the work, not after it (an unwritable report folder used to
+            # fail at session end, losing the report).
+            check_output_dir(run_config.report_dir, "--lm-report-dir")
+            check_output_dir(run_config.cache_dir, "--lm-cache-dir")
+            if run_config.baseline != "off":
+                check_output_dir(run_config.baseline_dir, "--lm-baseline-dir")
     except (ConfigError, FamilyError, ValueError) as exc:
         raise pytest.UsageError(f"lmclaims: {exc}") from exc
     config.stash[session_key] = LmSession(run_config)

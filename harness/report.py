@@ -214,7 +214,7 @@ def write(state: LmSession) -> Path:
     # Strict JSON: a value that was not computed or is not finite is null (notes say why).
     text = json.dumps(_finite(payload), indent=2, default=str, allow_nan=False)
     (out / "results.json").write_text(text + "\n")
-    _point_latest(out)
+    _point_latest(out, state.config.report_root)
     return out / "report.md"
 
 
@@ -260,15 +260,18 @@ def _run_settings(state: LmSession, model: str) -> dict[str, Any] | None:
     return None
 
 
-def _point_latest(out: Path) -> None:
-    """``<parent>/latest`` -> the newest run, swapped atomically by renaming a new link."""
-    link = out.parent / "latest"
+def _point_latest(out: Path, root: Path | None) -> None:
+    """``<report root>/latest`` -> the newest run, swapped atomically by renaming a new
+    link; none when the user named the run's folder (nothing is made outside it)."""
+    if root is None:
+        return
+    link = Path(root) / "latest"
     if link.exists() and not link.is_symlink():
         return  # a real folder called "latest" is the user's; leave it alone
-    tmp = out.parent / f".latest-{os.getpid()}"
-    with contextlib.suppress(OSError):
+    tmp = Path(root) / f".latest-{os.getpid()}"
+    with contextlib.suppress(OSError, ValueError):
         tmp.unlink(missing_ok=True)
-        tmp.symlink_to(out.name)
+        tmp.symlink_to(os.path.relpath(out, root))
         tmp.replace(link)
 
 

@@ -139,3 +139,32 @@ def test_off_ignores_a_corrupt_baseline_and_update_rewrites_it(project):
     project.runpytest(*args).assert_outcomes(passed=1)
     assert json.loads(path.read_text())["claims"]["b-fine"]["verdict"] == "SUPPORTED"
     assert (project.path / "reports" / "planted" / "report.md").is_file()
+
+
+# ------------------------------------ output folders checked first (issue 21, item 4)
+
+
+@pytest.mark.parametrize("option", ["--lm-report-dir", "--lm-cache-dir", "--lm-baseline-dir"])
+def test_an_unusable_output_folder_is_a_usage_error_before_the_work(project, option):
+    _claim(project.path, "b-fine")
+    (project.path / "a-file").write_text("not a folder")
+    result = project.runpytest(*ARGS, "--lm-baseline=compare", f"{option}=a-file/sub")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*{option} *a-file/sub: *a-file is a file, not a folder*"])
+    assert not (project.path / "reports").exists()
+
+
+def test_a_read_only_place_is_refused(project):
+    # /proc refuses new files even to root, where permission bits would not.
+    result = project.runpytest(*ARGS, "--lm-report-dir=/proc/lmclaims-report")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--lm-report-dir /proc/lmclaims-report: cannot write in /proc*"])
+
+
+def test_latest_goes_inside_the_named_report_root_only(project):
+    _claim(project.path, "b-fine")
+    project.runpytest(*ARGS, "--lm-report-root=runs").assert_outcomes(passed=1)
+    assert (project.path / "runs" / "latest").resolve() == project.path / "runs" / "planted"
+    project.runpytest(*ARGS, "--lm-report-dir=mine/here").assert_outcomes(passed=1)
+    assert (project.path / "mine" / "here" / "report.md").is_file()
+    assert not (project.path / "mine" / "latest").exists()

@@ -72,7 +72,8 @@ def session(tmp_path: Path) -> LmSession:
     data = synthetic.dataset()
     ev = synthetic.evidence(data, synthetic.activations(data, "logistic"), tmp_path / "cache")
     ev.timings.update({"load": 1.0, "extract": 2.0})
-    state = LmSession(dataclasses.replace(ev.config, report_dir=tmp_path / "out"))
+    config = dataclasses.replace(ev.config, report_dir=tmp_path / "out", report_root=tmp_path)
+    state = LmSession(config)
     state.dataset = data
     state.evidence = {"synthetic": ev}
     tables = _tables()
