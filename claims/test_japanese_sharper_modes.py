@@ -540,6 +540,13 @@ def _spearman(x: pd.Series, y: pd.Series) -> tuple[float, float]:
     return float(rho), float(p)
 
 
+def _shown_rho(pairs: pd.DataFrame) -> str:
+    rho, p = _spearman(pairs["mean_tokens"], pairs["score"])
+    if math.isnan(rho):
+        return "not defined (fewer than 3 pairs, or token counts or scores that do not vary)"
+    return f"{rho:.2f} (p {p:.2g})"
+
+
 def _confound_notes(evidence: Evidence, pairs: pd.DataFrame) -> tuple[str, ...]:
     mode = evidence.config.extraction.tokens
     jp, other = pairs[pairs["japanese"]], pairs[~pairs["japanese"]]
@@ -563,14 +570,12 @@ def _confound_notes(evidence: Evidence, pairs: pd.DataFrame) -> tuple[str, ...]:
             "selection's Japanese confound does not apply; Japanese sentences average over "
             "more tokens"
         )
-    rho_all, p_all = _spearman(pairs["mean_tokens"], pairs["score"])
-    rho_other, p_other = _spearman(other["mean_tokens"], other["score"])
     count_note = (
         f"confound, token count: Japanese sentences average {jp['mean_tokens'].mean():.1f} "
         f"tokens, the others {other['mean_tokens'].mean():.1f}; Spearman correlation across "
-        f"pairs of mean tokens with the score: {rho_all:.2f} (p {p_all:.2g}) over all pairs, "
-        f"{rho_other:.2f} (p {p_other:.2g}) over non-Japanese pairs (pairs of one subject are "
-        "not independent: descriptive)"
+        "pairs of mean tokens with the score: "
+        f"{_shown_rho(pairs)} over all pairs, {_shown_rho(other)} over non-Japanese pairs "
+        "(pairs of one subject are not independent: descriptive)"
     )
     return token_note, count_note
 

@@ -28,6 +28,11 @@ FORMAT_VERSION = activation_format.FORMAT_VERSION
 MANIFEST = activation_format.MANIFEST
 
 
+def _is_text(column: pd.Series) -> bool:
+    # pandas 3 gives text its own "str" dtype, older pandas object
+    return pd.api.types.is_string_dtype(column) or pd.api.types.is_object_dtype(column)
+
+
 class CacheCorruptError(RuntimeError):
     pass
 
@@ -166,7 +171,10 @@ class Cache:
     def put_table(self, kind: str, key: str, table: pd.DataFrame, meta: dict[str, Any]) -> Path:
         def write(folder: Path) -> dict[str, Any]:
             table.to_csv(folder / "table.csv", index=False)
-            return dict(meta)
+            # Text columns are named, so a text that looks like a number ("1", a list of
+            # one dimension) reads back as text: a warm run's table equals the cold one's.
+            text = [str(c) for c in table.columns if _is_text(table[c])]
+            return dict(meta) | {"text_columns": text}
 
         return self._publish(kind, key, write)
 
@@ -176,7 +184,10 @@ class Cache:
             return None
         # Only an empty field is missing (how to_csv writes NaN): a subject called "NA" or
         # "null" stays a string.
-        return pd.read_csv(opened[0] / "table.csv", keep_default_na=False, na_values=[""])
+        text = {c: str for c in opened[1].get("text_columns", [])}
+        return pd.read_csv(
+            opened[0] / "table.csv", keep_default_na=False, na_values=[""], dtype=text
+        )
 
     # Derived arrays (a claim's intermediate results): one uncompressed .npz per entry.
     def put_arrays(
