@@ -1,5 +1,6 @@
 """Interruption, concurrency and determinism, on real subprocess runs of the plugin."""
 
+import contextlib
 import json
 import os
 import signal
@@ -8,22 +9,80 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from harness.cache import Cache
 from tests.conftest import make_project
 
 TIMING_KEYS = {"timings_s", "seconds_boot", "seconds_forward", "started", "seconds"}
 
 
+_STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _reap_runs():
+    """A test that fails (a timeout included) must not leave its run behind: under load,
+    a timed-out SIGINT test left a run's joblib worker and loky's trackers alive for 25
+    minutes. Each run leads its own process group; what is left of it is killed."""
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.communicate(timeout=30)
+
+
 def _start(project: Path, *args: str) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "pytest", "claims", "-p", "no:cacheprovider", *args],
         cwd=project,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Its own session: every process the run starts (joblib's workers, loky's resource
+        # tracker) stays in it, so what outlives the run can be found after it exits.
+        start_new_session=True,
     )
+    _STARTED.append(proc)
+    return proc
+
+
+def _session_members(sid: int) -> list[str]:
+    """Live processes of a session (from /proc), as 'pid command line'."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue  # gone meanwhile
+        state, _ppid, _group, session = stat[stat.rindex(")") + 2 :].split()[:4]
+        if int(session) == sid and state != "Z":
+            found.append(f"{entry.name} {command[:200]}")
+    return found
+
+
+def _assert_nothing_outlives(proc: subprocess.Popen) -> None:
+    left: list[str] = []
+    for _ in range(100):  # loky's tracker exits once it sees its parent's pipe close
+        left = _session_members(proc.pid)
+        if not left:
+            return
+        time.sleep(0.1)
+    raise AssertionError("processes outlived the interrupted run:\n" + "\n".join(left))
+
+
+def _read_until(proc: subprocess.Popen, text: str) -> str:
+    seen = ""
+    while text not in seen and proc.poll() is None:
+        seen += proc.stderr.read(1)
+    return seen
 
 
 def _entries(cache: Path, kind: str) -> list[Path]:
@@ -82,13 +141,12 @@ def test_sigint_during_extraction_leaves_no_entry_and_rerun_recomputes(tmp_path)
     project = make_project(tmp_path / "p", cache, per_pair=22, subjects=10, attributes=12)
     proc = _start(project, "--lm-batch-size", "1")
     # The progress bar names the stage on stderr; interrupt as soon as extraction starts.
-    seen = ""
-    while "extract tiny-gpt2" not in seen and proc.poll() is None:
-        seen += proc.stderr.read(1)
+    _read_until(proc, "extract tiny-gpt2")
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     # pytest: interrupted. Once (CI, loaded machine) it exited 1: the output says why.
     assert proc.returncode == 2, (out + err)[-4000:]
+    _assert_nothing_outlives(proc)
     assert not _entries(cache, "activations")
     assert not list(cache.glob("*/.*.tmp-*"))
 
@@ -96,6 +154,22 @@ def test_sigint_during_extraction_leaves_no_entry_and_rerun_recomputes(tmp_path)
     rerun.communicate(timeout=600)
     results = json.loads((project / "reports/tiny-gpt2/results.json").read_text())
     assert results["provenance"]["models"]["tiny-gpt2"]["timings_s"]["extract"] > 0
+
+
+def test_sigint_during_fitting_stops_the_run_with_its_workers(tmp_path):
+    # Issue 21 item 9: after an interrupted `make test`, a joblib worker and loky's resource
+    # trackers of the run were still alive 25 minutes later. Nothing here depends on speed:
+    # the signal comes once fitting has begun, and the only bounds are generous timeouts.
+    cache = tmp_path / "cache"
+    (tmp_path / "p").mkdir()
+    project = make_project(tmp_path / "p", cache, per_pair=22, subjects=10, attributes=12)
+    proc = _start(project)
+    _read_until(proc, "fit tiny-gpt2")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, (out + err)[-4000:]
+    _assert_nothing_outlives(proc)
+    assert not list(cache.glob("*/.*.tmp-*"))
 
 
 def test_two_concurrent_runs_share_one_cache_and_agree(tmp_path):
@@ -113,7 +187,7 @@ def test_two_concurrent_runs_share_one_cache_and_agree(tmp_path):
     assert not list(cache.glob("*/.*.tmp-*"))
     a, b = (json.loads((p / "reports/tiny-gpt2/results.json").read_text()) for p in projects)
     # Same settings, same bytes, apart from timings, timestamps and the project paths.
-    for key in ("report_dir", "dataset", "cache_dir", "baseline_dir"):
+    for key in ("report_dir", "report_root", "dataset", "cache_dir", "baseline_dir"):
         a["provenance"]["settings"].pop(key), b["provenance"]["settings"].pop(key)
     a["provenance"]["dataset"].pop("source"), b["provenance"]["dataset"].pop("source")
     assert _without_timings(a) == _without_timings(b)
