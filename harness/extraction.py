@@ -142,6 +142,36 @@ def boot(loaded: LoadedModel, settings: ExtractionSettings) -> Any:
     return bridge
 
 
+def context_length(loaded: LoadedModel, bridge: Any) -> int | None:
+    """The most tokens the model's position embeddings cover (None when it says nothing)."""
+    for value in (
+        getattr(loaded.hf_model.config, "max_position_embeddings", None),
+        getattr(getattr(bridge, "cfg", None), "n_ctx", None),
+    ):
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def _check_context(
+    loaded: LoadedModel, bridge: Any, texts: Sequence[str], plans: Sequence[TokenPlan]
+) -> None:
+    """Before the forward pass: a sentence longer than the model's context would fail deep
+    inside torch ("index out of range in self", hundreds of lines) or be read wrongly."""
+    limit = context_length(loaded, bridge)
+    if limit is None:
+        return
+    long = [i for i, plan in enumerate(plans) if len(plan.ids) > limit]
+    if long:
+        first = long[0]
+        text = texts[first] if len(texts[first]) <= 80 else texts[first][:77] + "..."
+        raise ExtractionError(
+            f"{len(long)} sentence(s) are longer than {loaded.spec.name!r}'s context of "
+            f"{limit} tokens; the first is sentence {first} ({len(plans[first].ids)} tokens "
+            f"with BOS): {text!r}. Shorten or split it, or drop it from the dataset"
+        )
+
+
 def _hook_names(bridge: Any, n_layers: int) -> list[str]:
     names = [HOOK_TEMPLATE.format(layer=layer) for layer in range(n_layers)]
     if names[0] in bridge.hook_dict:
@@ -174,6 +204,7 @@ def extract(
     n_layers = int(bridge.cfg.n_layers)
     d_model = int(bridge.cfg.d_model)
     plans = [plan_tokens(loaded.tokenizer, text, settings.tokens) for text in texts]
+    _check_context(loaded, bridge, texts, plans)
     # Token selection "all": one output row per reservoir slot, never one per token.
     sample = None
     if settings.tokens == "all":

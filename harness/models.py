@@ -224,24 +224,77 @@ def _load_hf(spec: ModelSpec, cache_dir: Path, dtype: str) -> LoadedModel:
             f"run `huggingface-cli download {spec.hf_id}` and copy the Hugging Face cache "
             f"(~/.cache/huggingface/hub, or $HF_HOME) here. ({type(exc).__name__}: {exc})"
         ) from exc
+    check_causal(spec.name, model.config)
     _set_architectures(model)
     return LoadedModel(spec, model.eval(), tokenizer, identity(spec))
 
 
+_FOLDER_NEEDS = (
+    "A model folder needs config.json, the weights and the tokenizer files (what "
+    "`save_pretrained` writes)."
+)
+
+
+def _first_line(exc: BaseException) -> str:
+    if type(exc).__name__ == "UnpicklingError":
+        # torch's own text goes on to suggest weights_only=False: arbitrary code execution
+        return "UnpicklingError: not a readable PyTorch weights file"
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+
+
+def check_causal(name: str, config: Any) -> None:
+    """The claims read a decoder-only causal LM's residual stream: an encoder (BERT's masked
+    LM) or an encoder-decoder would load through AutoModelForCausalLM's fallbacks and be
+    judged as if it were one."""
+    archs = list(getattr(config, "architectures", None) or [])
+    shown = ", ".join(archs) or getattr(config, "model_type", "unknown")
+    why = "the claims are about decoder-only causal language models"
+    if getattr(config, "is_encoder_decoder", False):
+        raise ModelError(f"{name!r} is an encoder-decoder model ({shown}); {why}")
+    if archs and not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
+        raise ModelError(
+            f"{name!r} is a {shown}, not a causal language model (a *ForCausalLM or "
+            f"*LMHeadModel); {why}"
+        )
+
+
 def _load_local(spec: ModelSpec, cache_dir: Path, dtype: str) -> LoadedModel:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     assert spec.hf_id is not None
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(spec.hf_id, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(
-            spec.hf_id, dtype=_torch_dtype(dtype), local_files_only=True
+    folder = Path(spec.hf_id)
+    if not (folder / "config.json").is_file():
+        present = sorted(p.name for p in folder.iterdir())
+        held = f"it holds {', '.join(present[:8])}" if present else "it is empty"
+        raise ModelUnavailableError(
+            f"the folder {spec.hf_id!r} has no config.json, so it is not a saved model "
+            f"({held}). {_FOLDER_NEEDS}"
         )
+    try:
+        config = AutoConfig.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise ModelUnavailableError(
-            f"cannot load a causal language model from the folder {spec.hf_id!r}: {exc}. "
-            "The folder needs config.json, the weights and the tokenizer files "
-            "(what `save_pretrained` writes)."
+            f"cannot read {spec.hf_id}/config.json: {_first_line(exc)}. {_FOLDER_NEEDS}"
+        ) from exc
+    check_causal(spec.name, config)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except Exception as exc:  # transformers raises many kinds for missing tokenizer files
+        raise ModelUnavailableError(
+            f"cannot load the tokenizer from the folder {spec.hf_id!r}: {_first_line(exc)}. "
+            f"{_FOLDER_NEEDS}"
+        ) from exc
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, dtype=_torch_dtype(dtype), local_files_only=True
+        )
+    except Exception as exc:  # corrupt weights: SafetensorError, UnpicklingError, OSError...
+        if is_out_of_memory(exc):
+            raise
+        raise ModelUnavailableError(
+            f"cannot read the weights in the folder {spec.hf_id!r}: {_first_line(exc)}. "
+            "Are they whole (a finished download, not truncated or corrupted)?"
         ) from exc
     _set_architectures(model)
     return LoadedModel(spec, model.eval(), tokenizer, identity(spec))

@@ -95,3 +95,16 @@ def test_a_model_booted_with_one_processing_refuses_another(tiny_models):
     np.testing.assert_allclose(again.resid, compat.resid, atol=1e-6, rtol=0)
     with pytest.raises(extraction.ExtractionError, match="load it again"):
         extraction.extract(lm, TEXTS[:2], ExtractionSettings(processing="raw"), progress=silent)
+
+
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-pythia"])
+def test_a_sentence_longer_than_the_context_is_named_before_the_forward_pass(tiny_models, name):
+    # Issue 21 item 5: torch's "IndexError: index out of range in self" and 474 lines.
+    lm = tiny_models[name]
+    limit = lm.hf_model.config.max_position_embeddings
+    long = "word " * (limit + 50) + "end."
+    with pytest.raises(extraction.ExtractionError) as caught:
+        extraction.extract(lm, [TEXTS[0], long], ExtractionSettings(), progress=silent)
+    message = str(caught.value)
+    assert f"longer than {name!r}'s context of {limit} tokens" in message
+    assert "sentence 1 (" in message and "'word word" in message

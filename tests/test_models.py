@@ -38,3 +38,55 @@ def test_tiny_models_are_deterministic(shared_cache):
     wa = next(a.hf_model.parameters())
     wb = next(b.hf_model.parameters())
     assert (wa == wb).all()
+
+
+# ------------------------------- folders that are not what the claims assume (issue 21, 6)
+
+
+def _saved(folder, model, tokenizer):
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_an_encoder_folder_is_refused_not_judged_as_a_causal_lm(tmp_path, shared_cache):
+    # It used to load through AutoModelForCausalLM's BertLMHeadModel fallback, with no word.
+    from transformers import BertConfig, BertForMaskedLM
+
+    tokenizer = models.local_tokenizer(shared_cache)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+    )
+    folder = _saved(tmp_path / "bert", BertForMaskedLM(config), tokenizer)
+    with pytest.raises(models.ModelError, match="is a BertForMaskedLM, not a causal language"):
+        models.load(models.resolve(str(folder)), shared_cache)
+
+
+@pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin"])
+def test_corrupt_weights_are_one_clear_error(tmp_path, shared_cache, weights):
+    # Random bytes gave a raw SafetensorError, or a 380-line UnpicklingError that advised
+    # weights_only=False (arbitrary code execution).
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tokenizer = models.local_tokenizer(shared_cache)
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=1, n_head=2)
+    folder = _saved(tmp_path / "gpt", GPT2LMHeadModel(config), tokenizer)
+    (folder / "model.safetensors").unlink()
+    (folder / weights).write_bytes(bytes(range(256)) * 16)
+    with pytest.raises(models.ModelUnavailableError) as caught:
+        models.load(models.resolve(str(folder)), shared_cache)
+    message = str(caught.value)
+    assert message.startswith(f"cannot read the weights in the folder '{folder}'")
+    assert "weights_only" not in message and len(message.splitlines()) == 1
+
+
+def test_an_empty_folder_says_it_is_empty(tmp_path, shared_cache):
+    with pytest.raises(models.ModelUnavailableError) as caught:
+        models.load(models.resolve(str(tmp_path)), shared_cache)
+    message = str(caught.value)
+    assert "has no config.json" in message and "it is empty" in message
+    assert "sentencepiece" not in message and message.count("config.json") == 2
