@@ -44,7 +44,10 @@ def _requested(config: pytest.Config) -> list[str] | None:
         value = config.getini("lm_claims")
     if not value:
         return None
-    return [part.strip() for part in str(value).split(",") if part.strip()]
+    ids = [part.strip() for part in str(value).split(",") if part.strip()]
+    if not ids:  # "--lm-claims ," would select nothing and exit 5 without a word
+        raise pytest.UsageError(f"lmclaims: --lm-claims {value!r} names no claim id")
+    return ids
 
 
 class EntryPointClaim(pytest.Module):

@@ -1,4 +1,5 @@
-"""The ``lmclaims`` console command: ``lmclaims diff RUN_A RUN_B``, ``lmclaims list``."""
+"""The ``lmclaims`` console command: ``lmclaims diff RUN_A RUN_B``, ``lmclaims list``,
+``lmclaims extract``."""
 
 from __future__ import annotations
 
@@ -12,16 +13,57 @@ from typing import Any
 
 from tabulate import tabulate
 
+DESCRIPTION = (
+    "lmclaims: compare two runs (diff), list the claims (list), or write a model's "
+    "activation set without running claims (extract). Run the claims themselves with "
+    "`pytest claims/`."
+)
+# Settings that say where files went, not how verdicts were reached.
+_PLACES = ("report_dir", "report_root", "cache_dir", "baseline_dir", "baseline")
 
-def _results(path: str) -> dict[tuple[str, str], dict[str, Any]]:
-    """A run's results by (claim, model); a run directory or its results.json."""
+
+class _Unreadable(Exception):
+    """A run that cannot be read: a usage error (exit 2), not "differences found" (1)."""
+
+
+def _run(path: str) -> dict[str, Any]:
+    """A run's results.json (a run directory or the file), checked enough to diff."""
     file = Path(path)
     if file.is_dir():
         file = file / "results.json"
     if not file.is_file():
-        raise SystemExit(f"lmclaims diff: no results.json at {path}")
-    data = json.loads(file.read_text())
+        raise _Unreadable(f"no results.json at {path}")
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+        results = data["results"]
+        missing = [k for r in results for k in ("claim_id", "model", "verdict") if k not in r]
+        if missing:
+            raise KeyError(missing[0])
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        why = f"{type(exc).__name__}: {exc}"
+        raise _Unreadable(f"{file} is not a readable results.json ({why})") from exc
+    return data
+
+
+def _results(data: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
     return {(r["claim_id"], r["model"]): r for r in data["results"]}
+
+
+def settings_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """The method settings two runs differ in (where their files went aside)."""
+
+    def settings(data: dict[str, Any]) -> dict[str, Any]:
+        found = data.get("provenance", {}).get("settings", {})
+        return (
+            {k: v for k, v in found.items() if k not in _PLACES} if isinstance(found, dict) else {}
+        )
+
+    sa, sb = settings(a), settings(b)
+    return [
+        f"{k}: {sa.get(k)!r} -> {sb.get(k)!r}"
+        for k in sorted(set(sa) | set(sb))
+        if sa.get(k) != sb.get(k)
+    ]
 
 
 def _num(value: Any) -> str:
@@ -59,7 +101,7 @@ def diff_rows(a: dict, b: dict) -> list[list[str]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lmclaims", description=__doc__)
+    parser = argparse.ArgumentParser(prog="lmclaims", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
     diff = sub.add_parser("diff", help="which verdicts and effects changed between two runs")
     diff.add_argument("run_a", help="report directory or results.json")
@@ -75,7 +117,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return list_claims(args.paths)
     if args.command == "extract":
         return extract_set(args)
-    rows = diff_rows(_results(args.run_a), _results(args.run_b))
+    try:
+        run_a, run_b = _run(args.run_a), _run(args.run_b)
+    except _Unreadable as exc:
+        print(f"lmclaims diff: {exc}", file=sys.stderr)
+        return 2
+    differing = settings_differences(run_a, run_b)
+    if differing:
+        print(
+            "lmclaims diff: warning: the runs used different settings, so differences may "
+            "come from them: " + "; ".join(differing),
+            file=sys.stderr,
+        )
+    rows = diff_rows(_results(run_a), _results(run_b))
     if not rows:
         print("no verdict or effect changed")
         return 0

@@ -149,6 +149,17 @@ def _path(config: pytest.Config, value: str) -> Path:
     return path if path.is_absolute() else config.rootpath / path
 
 
+def _integer(value: str | None, option: str, required: bool = False) -> Any:
+    if value is None or value == "":
+        if required:
+            raise ConfigError(f"--lm-{option} needs a whole number")
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"--lm-{option} must be a whole number, got {value!r}") from None
+
+
 def build_run_config(config: pytest.Config) -> RunConfig:
     get = lambda name: _setting(config, name)  # noqa: E731
     sets = tuple(
@@ -157,8 +168,10 @@ def build_run_config(config: pytest.Config) -> RunConfig:
     models_value = get("lm_models")
     if sets and config.getoption("lm_models") is None and models_value == _DEFAULT_MODELS:
         models_value = ""  # with activation sets, the default model joins only when named
-    model_names = tuple(m.strip() for m in (models_value or "").split(",") if m.strip())
-    per_pair = get("lm_sentences_per_pair")
+    # Named twice, run once.
+    model_names = tuple(
+        dict.fromkeys(m.strip() for m in (models_value or "").split(",") if m.strip())
+    )
     dataset = get("lm_dataset")
     report_dir = get("lm_report_dir")
     from harness.activations import peek_model
@@ -171,11 +184,11 @@ def build_run_config(config: pytest.Config) -> RunConfig:
         extraction=ExtractionSettings(
             tokens=get("lm_tokens"),
             processing=get("lm_processing"),
-            batch_size=int(get("lm_batch_size")),
+            batch_size=_integer(get("lm_batch_size"), "batch-size", required=True),
             device=get("lm_device"),
             dtype=get("lm_dtype"),
-            threads=int(get("lm_threads")) if get("lm_threads") else None,
-            reservoir=int(get("lm_token_reservoir")),
+            threads=_integer(get("lm_threads"), "threads"),
+            reservoir=_integer(get("lm_token_reservoir"), "token-reservoir", required=True),
         ),
         fit=FitSettings(
             families=resolve_families(get("lm_families")), criterion=get("lm_criterion")
@@ -187,8 +200,8 @@ def build_run_config(config: pytest.Config) -> RunConfig:
         cache_dir=_path(config, get("lm_cache_dir")),
         baseline_dir=_path(config, get("lm_baseline_dir")),
         baseline=get("lm_baseline"),
-        seed=int(get("lm_seed")),
-        sentences_per_pair=int(per_pair) if per_pair else None,
+        seed=_integer(get("lm_seed"), "seed", required=True),
+        sentences_per_pair=_integer(get("lm_sentences_per_pair"), "sentences-per-pair"),
         activation_sets=sets,
     )
 
@@ -203,6 +216,14 @@ def pytest_configure(config: pytest.Config) -> None:
             check_output_dir(run_config.cache_dir, "--lm-cache-dir")
             if run_config.baseline != "off":
                 check_output_dir(run_config.baseline_dir, "--lm-baseline-dir")
+            if run_config.models and run_config.extraction.device != "cpu":
+                # Before any model loads (torch is imported only for another device).
+                from harness.extraction import ExtractionError, check_device
+
+                try:
+                    check_device(run_config.extraction.device)
+                except ExtractionError as exc:
+                    raise ConfigError(str(exc)) from exc
     except (ConfigError, FamilyError, ValueError) as exc:
         raise pytest.UsageError(f"lmclaims: {exc}") from exc
     config.stash[session_key] = LmSession(run_config)

@@ -137,9 +137,25 @@ def test_missing_weights_fail_with_advice(project):
         ("--lm-families=norm,lgistic", "*unknown distribution family 'lgistic'; valid names:*"),
         ("--lm-tokens=first", "*unknown tokens 'first'; choose one of: seed, last, mean*"),
         ("--lm-baseline=sometimes", "*unknown baseline 'sometimes'*"),
+        # Issue 21 item 7: the option named, not "invalid literal for int()".
+        ("--lm-sentences-per-pair=abc", "*--lm-sentences-per-pair must be a whole number*"),
+        ("--lm-seed=abc", "*--lm-seed must be a whole number, got 'abc'*"),
+        ("--lm-batch-size=", "*--lm-batch-size needs a whole number*"),
+        ("--lm-claims=,", "*--lm-claims ',' names no claim id*"),
+        # Before the model loads, not after it.
+        ("--lm-device=cuda", "*--lm-device cuda: torch * sees no CUDA device here*"),
     ],
 )
 def test_bad_settings_are_usage_errors(project, option, message):
     result = project.runpytest("claims", option, "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
+
+
+def test_a_model_named_twice_runs_once(project):
+    result = project.runpytest(
+        "claims", "--lm-models=tiny-gpt2,tiny-gpt2", "--lm-baseline=off", "-p", "no:cacheprovider"
+    )
+    # One logistic-dominance test, not two (the verdict itself does not matter here).
+    outcomes = result.parseoutcomes()
+    assert sum(outcomes.get(k, 0) for k in ("passed", "failed", "skipped", "xfailed")) == 1
