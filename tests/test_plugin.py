@@ -129,6 +129,10 @@ def test_missing_weights_fail_with_advice(project):
     result = project.runpytest("claims", "--lm-models", "pythia-1b", "-p", "no:cacheprovider")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*weights for 'pythia-1b'*are not available*"])
+    # The report still lists the claim, as an ERROR with the load failure's line.
+    payload = json.loads((project.path / "reports" / "pythia-1b" / "results.json").read_text())
+    [missing] = payload["unfinished"]
+    assert missing["outcome"] == "ERROR" and missing["reason"].startswith("in setup: pythia-1b:")
 
 
 @pytest.mark.parametrize(
