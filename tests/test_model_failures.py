@@ -1,6 +1,7 @@
 """Models that cannot run: out of memory (loading, boot, forward) and architectures the
 bridge cannot boot. Each fails that model with advice; the others go on."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -145,5 +146,13 @@ def test_a_model_out_of_memory_fails_only_its_tests(
     result.stdout.fnmatch_lines(
         ["*tiny-pythia: out of memory while loading the weights of 'tiny-pythia' in float32*"]
     )
-    # The other model was evaluated and reported.
-    result.stdout.fnmatch_lines(["lmclaims: 1 claim(s) x 1 model(s): 1 REFUTED -> *report.md"])
+    # The other model was evaluated and reported; the failed one is listed as an ERROR.
+    result.stdout.fnmatch_lines(
+        ["lmclaims: 1 claim(s) x 2 model(s): 1 ERROR, 1 REFUTED -> *report.md"]
+    )
+    payload = json.loads(
+        (pytester.path / "reports" / "tiny-pythia+tiny-gpt2" / "results.json").read_text()
+    )
+    [failed] = payload["unfinished"]
+    assert (failed["model"], failed["outcome"]) == ("tiny-pythia", "ERROR")
+    assert "out of memory while loading the weights" in failed["reason"]
