@@ -69,6 +69,12 @@ def assert_same_result(warm, cold) -> None:
         pd.testing.assert_frame_equal(warm.tables[name], table)
 
 
+def tiny_config(config_class, tokenizer, **extra):
+    """A one-layer Hugging Face config of an architecture, its vocabulary the tokenizer's."""
+    sizes = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
+    return config_class(vocab_size=len(tokenizer), intermediate_size=64, **sizes, **extra)
+
+
 def make_project(
     path: Path, cache_dir: Path, per_pair: int = 3, subjects: int = 4, attributes: int = 3
 ) -> Path:

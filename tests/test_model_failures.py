@@ -14,7 +14,7 @@ from joblib.externals import loky  # noqa: F401
 from harness import extraction, models
 from harness.config import ExtractionSettings
 from harness.progress import silent
-from tests.conftest import make_project
+from tests.conftest import make_project, tiny_config
 
 TEXTS = ["The orchestra tuned for a long minute.", "Inflation erodes the value of savings."]
 CUDA_OOM = "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.1 GiB total capacity)"
@@ -97,14 +97,7 @@ def test_unsupported_architecture_names_the_model_and_architecture(tiny_models):
     from transformers import BioGptConfig, BioGptForCausalLM
 
     tokenizer = tiny_models["tiny-gpt2"].tokenizer
-    config = BioGptConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
+    config = tiny_config(BioGptConfig, tokenizer, max_position_embeddings=64)
     model = BioGptForCausalLM(config).eval()
     model.config.architectures = ["BioGptForCausalLM"]
     spec = models.ModelSpec("tiny-biogpt", "local", "tiny-biogpt", "test model")

@@ -1,6 +1,7 @@
 import pytest
 
 from harness import models
+from tests.conftest import tiny_config
 
 
 def test_unknown_name_suggests_the_closest():
@@ -54,14 +55,8 @@ def test_an_encoder_folder_is_refused_not_judged_as_a_causal_lm(tmp_path, shared
     from transformers import BertConfig, BertForMaskedLM
 
     tokenizer = models.local_tokenizer(shared_cache)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-    )
-    folder = _saved(tmp_path / "bert", BertForMaskedLM(config), tokenizer)
+    model = BertForMaskedLM(tiny_config(BertConfig, tokenizer))
+    folder = _saved(tmp_path / "bert", model, tokenizer)
     with pytest.raises(models.ModelError, match="is a BertForMaskedLM, not a causal language"):
         models.load(models.resolve(str(folder)), shared_cache)
 
