@@ -369,7 +369,12 @@ class _InterruptLatch:
         self._previous: Any = None
 
     def __enter__(self) -> _InterruptLatch:
-        if threading.current_thread() is threading.main_thread():
+        # A run started with SIGINT ignored (nohup, a background job of a script) asked not
+        # to be interrupted by it: that stays so.
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+        ):
             self._previous = signal.signal(signal.SIGINT, self._handle)
         return self
 

@@ -20,6 +20,10 @@ TIMING_KEYS = {"timings_s", "seconds_boot", "seconds_forward", "started", "secon
 _STARTED: list[subprocess.Popen] = []
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture(autouse=True)
 def _reap_runs():
     """A test that fails (a timeout included) must not leave its run behind: under load,
@@ -46,6 +50,11 @@ def _start(project: Path, *args: str) -> subprocess.Popen:
         # Its own session: every process the run starts (joblib's workers, loky's resource
         # tracker) stays in it, so what outlives the run can be found after it exits.
         start_new_session=True,
+        # SIGINT as a terminal gives it. A suite started in the background (`make test &`,
+        # nohup) passes SIGINT on as ignored, and Python then installs no KeyboardInterrupt
+        # handler: the runs went on to the fits and exited 1 (the "lost" interrupts of
+        # earlier fresh-clone runs; CI's own runs passed).
+        preexec_fn=_default_sigint,
     )
     _STARTED.append(proc)
     return proc
@@ -191,3 +200,20 @@ def test_two_concurrent_runs_share_one_cache_and_agree(tmp_path):
         a["provenance"]["settings"].pop(key), b["provenance"]["settings"].pop(key)
     a["provenance"]["dataset"].pop("source"), b["provenance"]["dataset"].pop("source")
     assert _without_timings(a) == _without_timings(b)
+
+
+def test_the_interrupt_latch_respects_an_ignored_sigint():
+    # A run started under nohup asked not to be interrupted by SIGINT; the extraction latch
+    # must not take that back (it used to install its handler whatever was there).
+    from harness.evidence import _InterruptLatch
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with _InterruptLatch():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        with _InterruptLatch() as latch:
+            assert signal.getsignal(signal.SIGINT) == latch._handle
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
