@@ -99,7 +99,7 @@ def test_the_registry_knows_qwen_and_records_its_file():
     ]
     # Its identity is the recorded digest: no 491 MB rehash to build a cache key.
     assert models.identity(spec)["sha256"] == models.QWEN_CHUNKS.sha256
-    with pytest.raises(models.UnknownModelError, match="Did you mean 'qwen2.5-coder-0.5b'"):
+    with pytest.raises(models.UnknownModelError, match=r"Did you mean 'qwen2\.5-coder-0\.5b'"):
         models.resolve("qwen2.5-coder")
 
 
