@@ -139,16 +139,6 @@ def read(directory: Path, model: str) -> Baseline | None:
     return Baseline(path, settings, entries)
 
 
-def load(directory: Path, model: str) -> dict[str, BaselineEntry]:
-    stored = read(directory, model)
-    return {} if stored is None else stored.entries
-
-
-def load_settings(directory: Path, model: str) -> dict[str, Any] | None:
-    stored = read(directory, model)
-    return None if stored is None else stored.settings
-
-
 def settings_mismatch(recorded: dict[str, Any] | None, current: dict[str, Any]) -> str:
     """Empty when a baseline was made under these settings, else which ones differ."""
     if recorded is None:

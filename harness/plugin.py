@@ -100,12 +100,11 @@ class LmSession:
         """Every planned (claim, model) without a result becomes ERROR or NOT RUN."""
         decided = {(r.claim_id, r.model) for r in self.results}
         self.unfinished = [
-            Unfinished(claim_id, model, "ERROR", self.failures[key])
+            Unfinished(*key, "ERROR", self.failures[key])
             if key in self.failures
-            else Unfinished(claim_id, model, "NOT RUN", "the run stopped before it")
+            else Unfinished(*key, "NOT RUN", "the run stopped before it")
             for key in self.planned
             if key not in decided
-            for claim_id, model in [key]
         ]
 
 

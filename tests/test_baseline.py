@@ -14,14 +14,14 @@ def _result(verdict=Verdict.SUPPORTED, effect=0.7, ci=(0.6, 0.8), version=1):
 
 def test_round_trip_and_match(tmp_path):
     baseline.save(tmp_path, "org/m", [_result()], SETTINGS)
-    entry = baseline.load(tmp_path, "org/m")["c"]
+    entry = baseline.read(tmp_path, "org/m").entries["c"]
     assert (tmp_path / "org__m.json").is_file()
     assert baseline.compare(entry, _result(effect=0.75)).matches
 
 
 def test_flipped_verdict_new_version_and_moved_effect_fail(tmp_path):
     baseline.save(tmp_path, "m", [_result()], SETTINGS)
-    entry = baseline.load(tmp_path, "m")["c"]
+    entry = baseline.read(tmp_path, "m").entries["c"]
     flipped = baseline.compare(entry, _result(verdict=Verdict.REFUTED))
     assert not flipped.matches and "baseline SUPPORTED, now REFUTED" in flipped.message
     assert "version 2" in baseline.compare(entry, _result(version=2)).message
@@ -32,7 +32,7 @@ def test_flipped_verdict_new_version_and_moved_effect_fail(tmp_path):
 def test_an_interval_beside_its_estimate_still_accepts_the_estimate(tmp_path):
     # Basic bootstrap intervals can exclude their own estimate when the estimate is biased.
     baseline.save(tmp_path, "m", [_result(effect=0.675, ci=(0.77, 0.86))], SETTINGS)
-    entry = baseline.load(tmp_path, "m")["c"]
+    entry = baseline.read(tmp_path, "m").entries["c"]
     assert baseline.compare(entry, _result(effect=0.675, ci=(0.77, 0.86))).matches
     assert not baseline.compare(entry, _result(effect=0.6)).matches
 
@@ -41,24 +41,24 @@ def test_save_merges_with_claims_not_rerun(tmp_path):
     baseline.save(tmp_path, "m", [_result()], SETTINGS)
     other = ClaimResult("d", 1, "m", Verdict.REFUTED, "x", None, None, None, 3)
     baseline.save(tmp_path, "m", [other], SETTINGS)
-    assert set(baseline.load(tmp_path, "m")) == {"c", "d"}
+    assert set(baseline.read(tmp_path, "m").entries) == {"c", "d"}
 
 
 def test_settings_mismatch_names_the_settings(tmp_path):
     baseline.save(tmp_path, "m", [_result()], SETTINGS)
-    recorded = baseline.load_settings(tmp_path, "m")
+    recorded = baseline.read(tmp_path, "m").settings
     assert baseline.settings_mismatch(recorded, SETTINGS) == ""
     message = baseline.settings_mismatch(recorded, {**SETTINGS, "tokens": "last"})
     assert message == "tokens: baseline 'seed', now 'last'"
     # Saving under other settings starts a fresh baseline instead of mixing entries.
     other = ClaimResult("d", 1, "m", Verdict.REFUTED, "x", None, None, None, 3)
     baseline.save(tmp_path, "m", [other], {**SETTINGS, "tokens": "last"})
-    assert set(baseline.load(tmp_path, "m")) == {"d"}
+    assert set(baseline.read(tmp_path, "m").entries) == {"d"}
 
 
 def test_stored_tolerance_widens_the_interval(tmp_path):
     baseline.save(tmp_path, "m", [_result(effect=0.7, ci=(0.6, 0.8))], SETTINGS)
-    entry = baseline.load(tmp_path, "m")["c"]
+    entry = baseline.read(tmp_path, "m").entries["c"]
     assert entry.tolerance == pytest.approx(0.02)  # a tenth of the width
     assert baseline.compare(entry, _result(effect=0.815)).matches
     assert not baseline.compare(entry, _result(effect=0.83)).matches
@@ -71,7 +71,7 @@ def test_entries_without_tolerance_load_as_exact(tmp_path):
     data = json.loads(path.read_text())
     del data["claims"]["c"]["tolerance"]
     path.write_text(json.dumps(data))
-    entry = baseline.load(tmp_path, "m")["c"]
+    entry = baseline.read(tmp_path, "m").entries["c"]
     assert entry.tolerance == 0.0
     assert not baseline.compare(entry, _result(effect=0.81)).matches
 
