@@ -233,16 +233,20 @@ def _gguf_path(spec: ModelSpec) -> Path:
     return target if target.exists() else Path(gemma.assemble())
 
 
-def _load_gguf_package(spec: ModelSpec, cache_dir: Path, dtype: str) -> LoadedModel:
+def _load_gguf_file(spec: ModelSpec, path: Path, dtype: str) -> LoadedModel:
+    """A GGUF file's tokenizer and weights, dequantized by transformers into ``dtype``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = _gguf_path(spec)
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     model = AutoModelForCausalLM.from_pretrained(
         path.parent, gguf_file=path.name, dtype=_torch_dtype(dtype)
     )
     _set_architectures(model)
     return LoadedModel(spec, model.eval(), tokenizer, identity(spec))
+
+
+def _load_gguf_package(spec: ModelSpec, cache_dir: Path, dtype: str) -> LoadedModel:
+    return _load_gguf_file(spec, _gguf_path(spec), dtype)
 
 
 def weights_folder(cache_dir: Path | str) -> Path:
@@ -254,18 +258,11 @@ def weights_folder(cache_dir: Path | str) -> Path:
 
 
 def _load_gguf_chunks(spec: ModelSpec, cache_dir: Path, dtype: str) -> LoadedModel:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     try:
         path = assemble(QWEN_CHUNKS, weights_folder(cache_dir))
     except ChunkError as exc:
         raise ModelUnavailableError(f"cannot assemble the weights of {spec.name!r}: {exc}") from exc
-    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(
-        path.parent, gguf_file=path.name, dtype=_torch_dtype(dtype)
-    )
-    _set_architectures(model)
-    return LoadedModel(spec, model.eval(), tokenizer, identity(spec))
+    return _load_gguf_file(spec, path, dtype)
 
 
 def _offline() -> bool:
