@@ -129,15 +129,20 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
         verdict = Verdict.REFUTED
     else:
         verdict = Verdict.INCONCLUSIVE
+    # The share is a ratio to the mean cosine: where the cosine's interval reaches 0 the
+    # ratio (and its interval) runs off to +-infinity and says nothing.
+    defined = raw.cosine_ci[:, 0] > 0
+    share = np.where(defined, raw.top_share, np.nan)
+    share_ci = np.where(defined[:, None], raw.top_share_ci, np.nan)
     per_layer = pd.DataFrame(
         {
             "layer": np.arange(n_layers),
             "cosine": raw.cosine,
             "cosine_ci_low": raw.cosine_ci[:, 0],
             "cosine_ci_high": raw.cosine_ci[:, 1],
-            f"top{k}_share": raw.top_share,
-            f"top{k}_share_ci_low": raw.top_share_ci[:, 0],
-            f"top{k}_share_ci_high": raw.top_share_ci[:, 1],
+            f"top{k}_share": share,
+            f"top{k}_share_ci_low": share_ci[:, 0],
+            f"top{k}_share_ci_high": share_ci[:, 1],
             "zscored_cosine": z.cosine,
         }
     )
@@ -146,13 +151,27 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
     )
     used = np.flatnonzero(chosen)
     counts = pd.Series([d for layer in used for d in raw.top_dims[layer]]).value_counts()
+    if lo > 0:
+        share_note = (
+            f"top-{k} dimensions' share {raw.pooled_top_share:.3f} [{share_lo:.3f}, {share_hi:.3f}]"
+        )
+    else:
+        share_note = (
+            f"top-{k} dimensions' share not reported: the mean cosine's interval reaches 0, "
+            "and the share is a ratio to it"
+        )
+    undefined = np.flatnonzero(~defined)
+    blank = (
+        f"per-layer top-{k} share left blank at layer(s) {', '.join(map(str, undefined))}: "
+        "the cosine's interval reaches 0 there"
+    )
     notes = (
         f"layers {used[0]}-{used[-1]} of {n_layers}: mean cosine {raw.pooled_cosine:.3f} "
-        f"[{lo:.3f}, {hi:.3f}]; top-{k} dimensions' share {raw.pooled_top_share:.3f} "
-        f"[{share_lo:.3f}, {share_hi:.3f}]",
+        f"[{lo:.3f}, {hi:.3f}]; {share_note}",
         f"z-scored per dimension: mean cosine {z.pooled_cosine:.3f} over the same layers",
         "dimensions most often among the top contributors: "
         + ", ".join(f"{d} ({c} layers)" for d, c in counts.head(5).items()),
+        *([blank] if len(undefined) else []),
     )
     return spec.result(
         evidence.model,

@@ -118,6 +118,13 @@ def test_isotropic_residuals_are_refuted(tmp_path):
     result = anisotropy.evaluate(_evidence(tmp_path, acts))
     assert result.verdict == Verdict.REFUTED, result.summary()
     assert abs(result.effect) < 0.05
+    # The top-5 share is a ratio to a cosine whose interval reaches 0: left blank, not
+    # shown as a number with an interval of +-13.
+    lo = result.tables["per_layer"]["cosine_ci_low"]
+    share = result.tables["per_layer"]["top5_share"]
+    assert (lo <= 0).any()
+    assert share[lo <= 0].isna().all() and share[lo > 0].notna().all()
+    assert any("share not reported" in note for note in result.notes) == (result.ci[0] <= 0)
 
 
 def test_anisotropy_spread_over_all_dims_is_not_driven_by_a_few(tmp_path):
