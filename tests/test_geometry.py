@@ -126,6 +126,30 @@ def test_norm_growth_interval_covers_the_truth_near_its_nominal_rate():
 def test_norm_growth_refuses_bad_norms():
     subjects, attributes, pairs = _groups()
     with pytest.raises(ValueError, match="positive"):
-        geometry.norm_growth(np.zeros((4, pairs.size)), subjects, attributes)
-    with pytest.raises(ValueError, match="n_layers >= 3"):
-        geometry.norm_growth(np.ones((2, pairs.size)), subjects, attributes)
+        geometry.norm_growth(np.zeros((5, pairs.size)), subjects, attributes)
+    with pytest.raises(ValueError, match="n_layers >= 5"):
+        geometry.norm_growth(np.ones((4, pairs.size)), subjects, attributes)
+
+
+def test_acceleration_is_zero_for_geometric_growth_even_after_one_jump_and_not_otherwise():
+    rng = np.random.default_rng(9)
+    subjects, attributes, pairs = _groups()
+    layers = np.arange(12)[:, None]
+    noise = np.exp(rng.normal(0.0, 0.05, (12, pairs.size)))
+    geometric = 10 * 1.06**layers * noise
+
+    def fit(norms: np.ndarray) -> geometry.NormGrowth:
+        return geometry.norm_growth(norms, subjects, attributes, n_resamples=300)
+
+    for norms in (geometric, np.where(layers > 0, 9.0, 1.0) * geometric):
+        result = fit(norms)
+        assert abs(result.acceleration) < 0.25
+        assert -2 / 3 < result.acceleration_ci[0] <= result.acceleration_ci[1] < 2 / 3
+    # the log rate doubles at the middle layer: 2 (2 - 1) / (2 + 1) = 2/3
+    doubling = 10 * np.exp(
+        np.log(1.06) * np.minimum(layers, 6) + 2 * np.log(1.06) * np.maximum(layers - 6, 0)
+    )
+    assert fit(doubling * noise).acceleration == pytest.approx(2 / 3, abs=0.1)
+    assert fit((1 + 2.0 * layers) * noise).acceleration < -2 / 3  # the ratio falls from 3 to 1.1
+    flat = fit(10.0 * noise)
+    assert flat.acceleration_ci[1] == np.inf  # no growth: the shape is undefined

@@ -196,12 +196,46 @@ class NormGrowth:
     r2_log: float  # R^2 of the straight line through mean log-norm per layer
     r2_log_ci: tuple[float, float]
     r2_linear: float  # R^2 of a straight line through the geometric-mean norm (for contrast)
-    p_no_growth: float  # one-sided bootstrap p of rate <= 1
-    r2_log_draws: np.ndarray  # (n_resamples,) R^2 of each resample's log-linear fit
+    rate_draws: np.ndarray  # (n_resamples,) each resample's growth factor
+    # The shape: the median per-layer log growth of the early and the late half of the
+    # layers, and their relative difference 2 (late - early) / (late + early), 0 for
+    # geometric growth, +-2/3 when one half grows twice as fast (in log) as the other.
+    early_rate: float  # exp(median log increment) over the early half
+    late_rate: float
+    acceleration: float
+    acceleration_ci: tuple[float, float]
+    acceleration_draws: np.ndarray  # (n_resamples,); +inf where the halves do not grow
     layer_mean_log_norm: np.ndarray  # (n_layers,)
     layer_ci: np.ndarray  # (n_layers, 2) CI of each layer's mean log-norm
     n_clusters: int
     n_resamples: int
+
+    def p_below(self, rate: float) -> float:
+        """One-sided bootstrap p of a growth factor <= ``rate``."""
+        return float((1 + np.sum(self.rate_draws <= rate)) / (self.rate_draws.size + 1))
+
+    @property
+    def largest_step(self) -> tuple[int, float]:
+        """The layer a step ends at whose growth factor is largest, and that factor."""
+        steps = np.diff(self.layer_mean_log_norm)
+        at = int(np.argmax(steps))
+        return at + 1, float(np.exp(steps[at]))
+
+
+def _acceleration(log_norms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Median log increments of the early and late halves of the layers, and their
+    relative difference, for each row of ``log_norms`` (..., n_layers). Medians, so one
+    outsized step (an embedding that jumps into the first block) does not set a half's
+    rate. Where the halves' mean rate is not positive the shape is undefined: +inf, which
+    counts against geometric growth."""
+    steps = np.diff(log_norms, axis=-1)
+    half = steps.shape[-1] // 2
+    early = np.median(steps[..., :half], axis=-1)
+    late = np.median(steps[..., half:], axis=-1)
+    mean = 0.5 * (early + late)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        acc = np.where(mean > 0, (late - early) / mean, np.inf)
+    return early, late, acc
 
 
 def _line_fit(y: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -227,12 +261,13 @@ def norm_growth(
 
     The per-layer statistic is the mean log-norm over sentences (a geometric mean), the
     rate is exp of its OLS slope on the layer index, and R^2 of that line says how close to
-    geometric the growth is. Subjects and attributes are resampled (two-way) and everything
-    refitted.
+    geometric the growth is. The shape is tested apart, as the acceleration between the
+    early and the late half of the layers (see ``_acceleration``). Subjects and attributes
+    are resampled (two-way) and everything refitted.
     """
     v = np.asarray(norms, dtype=np.float64)
-    if v.ndim != 2 or v.shape[0] < 3:
-        raise ValueError(f"norms must be (n_layers >= 3, n_sentences), got {v.shape}")
+    if v.ndim != 2 or v.shape[0] < 5:
+        raise ValueError(f"norms must be (n_layers >= 5, n_sentences), got {v.shape}")
     if not np.all(np.isfinite(v)) or np.any(v <= 0):
         raise ValueError("norms must be finite and positive")
     n_layers, n = v.shape
@@ -249,6 +284,10 @@ def norm_growth(
     means = (w @ sums) / (w @ sizes)[:, None]
     slopes, r2s = _line_fit(means, t)
     lo, hi = percentile_ci(slopes)
+    early, late, acc = _acceleration(point)
+    acc_draws = _acceleration(means)[2]
+    # inverted_cdf: no interpolation towards an infinite draw
+    acc_ci = np.quantile(acc_draws, [0.025, 0.975], method="inverted_cdf")
     layer_ci = np.stack([np.quantile(means, 0.025, axis=0), np.quantile(means, 0.975, axis=0)], 1)
     return NormGrowth(
         rate=float(np.exp(slope)),
@@ -256,8 +295,12 @@ def norm_growth(
         r2_log=float(r2),
         r2_log_ci=percentile_ci(r2s),
         r2_linear=float(r2_lin),
-        p_no_growth=float((1 + np.sum(slopes <= 0)) / (n_resamples + 1)),
-        r2_log_draws=r2s,
+        rate_draws=np.exp(slopes),
+        early_rate=float(np.exp(early)),
+        late_rate=float(np.exp(late)),
+        acceleration=float(acc),
+        acceleration_ci=(float(acc_ci[0]), float(acc_ci[1])),
+        acceleration_draws=acc_draws,
         layer_mean_log_norm=point,
         layer_ci=layer_ci,
         n_clusters=n_clusters,
