@@ -17,7 +17,7 @@ from harness.evidence import TABLE_SEED, Evidence
 from harness.planted import REALISTIC, Base
 from harness.stats.distributions import ENGINE_VERSION, DegenerateSampleError, rank
 from harness.stats.geometry import top_energy_dims
-from harness.stats.inference import cluster_bootstrap_share
+from harness.stats.inference import crossed_bootstrap_mean
 
 # The Gaussian against heavier- and lighter-tailed rivals; t and gennorm contain it as a
 # limit / special case, so they win on a Gaussian sample only by chance (AIC's penalty).
@@ -25,7 +25,7 @@ FAMILIES = ("norm", "logistic", "t", "gennorm")
 
 SPEC = ClaimSpec(
     id="gaussian-with-outliers",
-    version=1,
+    version=2,
     title="Activations are nearly Gaussian apart from a few outlier dimensions",
     source=(
         "beren & Eric Winsor (2023), 'Basic facts about language model internals' "
@@ -37,21 +37,32 @@ SPEC = ClaimSpec(
         "RMS-normalized value over all sentences (those carrying most of the vectors' norm: "
         "the outlier dimensions) are removed. Each sample (all remaining coordinates of all "
         "sentences of one (subject, attribute) pair at one layer, as in the write-up) is "
-        "fitted by maximum likelihood with norm, logistic, t and gennorm and ranked by AIC. "
-        "The statistic is the share of samples the Gaussian wins after the removal, with a "
-        "95% CI from a bootstrap over pairs. SUPPORTED when the lower bound exceeds 0.5; "
-        "REFUTED when the upper bound is below 0.5; INCONCLUSIVE otherwise. The share before "
-        "the removal, the excess kurtosis before/after and the share with every dimension "
-        "z-scored first (so unequal variances across dimensions cannot explain a misfit) are "
-        "reported beside. To bound the cost, all layers but a seeded subset of at most 20 "
-        "pairs are fitted."
+        "fitted by maximum likelihood with norm, logistic, t and gennorm. How far from "
+        "Gaussian a sample is, is the log-likelihood per value the best of them gains over "
+        "the best Gaussian: an estimate of the KL divergence (nats per value) from the best "
+        "fit to the Gaussian. The statistic is its mean over samples (each pair's layers "
+        "averaged first), with a 95% interval from a two-way bootstrap of subjects and "
+        "attributes. 'Nearly Gaussian' is an equivalence statement: SUPPORTED when the upper "
+        "bound is below the margin of 0.005 nats per value, REFUTED when the lower bound is "
+        "above it, INCONCLUSIVE otherwise. The margin separates what the words allow from "
+        "the write-up's alternative: on planted sets at the reports' sizes (22 sentences x "
+        "~570 dimensions per sample, offsets and crossed effects) a Gaussian bulk whose "
+        "dimensions' log-scales have sd 0.15 reads 0.001, sd 0.2 (+-20%) 0.003, a logistic "
+        "bulk 0.008 (0.013 with sd 0.15), a t(3) bulk 0.18; 0.005 is the geometric middle "
+        "of the sd 0.2 Gaussian and the equal-scale logistic. The same distance "
+        "before the removal and with every dimension z-scored first, and the AIC winners, "
+        "are reported beside. To bound the cost, all layers but a seeded subset of at most "
+        "20 pairs are fitted. Version 1 decided by the share of samples the Gaussian wins "
+        "by AIC: exact normality at 12,672 values, which realistic scale differences alone "
+        "defeat."
     ),
     multiplicity=(
-        "One test decides: the share's interval. The share before the removal and with "
-        "z-scored dimensions are reported, not tested."
+        "One test decides: the mean distance's interval against the margin (its 2.5% bounds). "
+        "The distances before the removal and with z-scored dimensions, and the AIC winners, "
+        "are reported, not tested."
     ),
     thresholds={
-        "share": 0.5,
+        "margin_nats": 0.005,  # see the statistic: between realistic Gaussian and logistic
         "removed_share": 0.01,  # ours: "a few" outlier dimensions = 1% of d_model
         "max_pairs": 20,
         "min_pairs": 4,
@@ -66,10 +77,17 @@ SPEC = ClaimSpec(
     caveats=(
         (
             "The pooled sample mixes dimensions with different variances even after removing "
-            "the outliers; a mixture of Gaussians with unequal variances is heavy-tailed, so a "
-            "per-dimension Gaussian bulk could still lose here. The claim is tested, like the "
-            "write-up's, on the pooled sample; the z-scored diagnostic shows whether the "
-            "misfit survives equalizing the dimensions."
+            "the outliers, and such a mixture of Gaussians is heavier-tailed than one: the "
+            "margin admits realistic scale differences (log-scale sd up to ~0.2-0.25), not "
+            "arbitrary ones (sd 0.3 reads about as far from Gaussian as a logistic bulk). "
+            "The z-scored distance shows how much of a misfit survives equalizing the "
+            "dimensions."
+        ),
+        (
+            "The 0.005 margin is ours: the source ('nearly Gaussian') gives no number. It is "
+            "set from planted bulks at the reports' sample size, so it means the same only "
+            "for samples of about that size; the log-likelihood gain is biased upwards by "
+            "~1/n per extra parameter (~0.0001 here)."
         ),
         (
             "Which dimensions are removed is chosen on all sentences of the layer (not per "
@@ -84,16 +102,23 @@ SPEC = ClaimSpec(
 )
 
 
-def _winner(x: np.ndarray, seed: int) -> str | None:
+def _fit(x: np.ndarray, seed: int) -> tuple[str | None, float]:
+    """The AIC winner, and the log-likelihood per value the best family gains over the
+    Gaussian (NaN for a degenerate sample)."""
     try:
-        return rank(x, FAMILIES, 4000, seed).winner("aic")
+        ranking = rank(x, FAMILIES, 4000, seed)
     except DegenerateSampleError:
-        return None
+        return None, math.nan
+    loglik = {fit.name: fit.loglik for fit in ranking.fits if np.isfinite(fit.loglik)}
+    if "norm" not in loglik:
+        return ranking.winner("aic"), math.nan
+    return ranking.winner("aic"), (max(loglik.values()) - loglik["norm"]) / len(x)
 
 
 def _refits(evidence: Evidence, take: int, k: int) -> pd.DataFrame:
-    """Per (layer, chosen pair): the AIC winners before and after removing the ``k``
-    highest-energy dimensions of the layer, and the excess kurtosis of both samples."""
+    """Per (layer, chosen pair): the AIC winners and distances from Gaussian before and
+    after removing the ``k`` highest-energy dimensions of the layer, with the dimensions
+    z-scored, and the excess kurtosis before and after."""
     resid = evidence.resid
     n_layers, _, d_model = resid.shape
     pairs = evidence.pairs
@@ -116,15 +141,17 @@ def _refits(evidence: Evidence, take: int, k: int) -> pd.DataFrame:
                 sentences = block[pairs["rows"].iloc[pair]]
                 before = sentences.ravel()
                 after = sentences[:, keep].ravel()
+                fits = {
+                    "before": _fit(before, TABLE_SEED),
+                    "after": _fit(after, TABLE_SEED),
+                    "zscored": _fit(zscored[pairs["rows"].iloc[pair]][:, keep].ravel(), TABLE_SEED),
+                }
                 rows.append(
                     {
                         "layer": layer,
                         "pair": int(pairs["pair"].iloc[pair]),
-                        "winner_before": _winner(before, TABLE_SEED),
-                        "winner_after": _winner(after, TABLE_SEED),
-                        "winner_zscored": _winner(
-                            zscored[pairs["rows"].iloc[pair]][:, keep].ravel(), TABLE_SEED
-                        ),
+                        **{f"winner_{when}": fit[0] for when, fit in fits.items()},
+                        **{f"gap_{when}": fit[1] for when, fit in fits.items()},
                         "kurtosis_before": float(stats.kurtosis(before)),
                         "kurtosis_after": float(stats.kurtosis(after)),
                         "removed": ",".join(map(str, removed)),
@@ -139,7 +166,7 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
     resid = evidence.resid
     n_layers, _, d_model = resid.shape
     pairs = evidence.pairs
-    name = "Gaussian share after removing outlier dimensions"
+    name = "distance from Gaussian after removing outlier dimensions (nats per value)"
     if len(pairs) < th["min_pairs"]:
         return spec.result(
             evidence.model,
@@ -161,30 +188,34 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
         "removed_dims": k,
         "families": FAMILIES,
         "engine": ENGINE_VERSION,
-        "code": source_fingerprint(_refits, top_energy_dims),
+        "code": source_fingerprint(_refits, _fit, top_energy_dims),
     }
     table = evidence.cached_table("gaussian-refits", fields, lambda: _refits(evidence, take, k))
-    usable = table.dropna(subset=["winner_after"])
+    usable = table.dropna(subset=["gap_after"])
     usable = usable.assign(
         norm_before=usable["winner_before"] == "norm",
         norm_after=usable["winner_after"] == "norm",
         norm_after_zscored=usable["winner_zscored"] == "norm",
     )
-    boot = cluster_bootstrap_share(
-        usable["norm_after"].to_numpy(),
-        usable["pair"].to_numpy(),
-        null_value=th["share"],
+    margin = th["margin_nats"]
+    per_pair = usable.groupby("pair")[["gap_before", "gap_after", "gap_zscored"]].mean()
+    labels = pairs.set_index("pair").loc[per_pair.index]
+    boot = crossed_bootstrap_mean(
+        per_pair["gap_after"].to_numpy(),
+        labels["subject"].to_numpy(),
+        labels["attribute"].to_numpy(),
+        null_value=margin,
         seed=evidence.seed,
     )
     lo, hi = boot.confidence_interval
-    if lo > th["share"]:
+    if hi < margin:
         verdict = Verdict.SUPPORTED
-    elif hi < th["share"]:
+    elif lo > margin:
         verdict = Verdict.REFUTED
     else:
         verdict = Verdict.INCONCLUSIVE
-    shares = ["norm_before", "norm_after", "norm_after_zscored"]
-    per_layer = usable.groupby("layer")[shares].mean().reset_index()
+    columns = ["gap_before", "gap_after", "gap_zscored", "norm_after"]
+    per_layer = usable.groupby("layer")[columns].mean().reset_index()
     kurtosis = (
         usable.groupby("layer")
         .agg(
@@ -209,14 +240,15 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
     top_after = usable["winner_after"].value_counts(normalize=True)
     notes = (
         f"{k} dimensions removed per layer; {len(usable)} samples ({take} of {len(pairs)} "
-        f"pairs x {n_layers} layers), AIC over {', '.join(FAMILIES)}",
-        f"Gaussian wins {usable['norm_before'].mean():.1%} before and "
-        f"{usable['norm_after'].mean():.1%} after the removal; winners after: "
+        f"pairs x {n_layers} layers), fitted with {', '.join(FAMILIES)}",
+        f"distance from Gaussian (log-likelihood per value the best fit gains): "
+        f"{per_pair['gap_after'].mean():.4f} after the removal [{lo:.4f}, {hi:.4f}], "
+        f"{per_pair['gap_before'].mean():.4f} before, {per_pair['gap_zscored'].mean():.4f} "
+        f"with dimensions z-scored; margin {margin:g} (a logistic bulk ~0.008)",
+        f"AIC winners after the removal (Gaussian {usable['norm_after'].mean():.1%}): "
         + ", ".join(f"{f} {s:.1%}" for f, s in top_after.items()),
         f"median excess kurtosis {usable['kurtosis_before'].median():.3g} before, "
         f"{usable['kurtosis_after'].median():.3g} after (0 for a Gaussian)",
-        f"diagnostic, each dimension z-scored over the layer's sentences before pooling: "
-        f"Gaussian wins {usable['norm_after_zscored'].mean():.1%} after the removal",
     )
     return spec.result(
         evidence.model,
@@ -225,7 +257,7 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
         n=len(usable),
         effect=boot.statistic,
         ci=boot.confidence_interval,
-        pvalue=boot.pvalue,
+        pvalue=boot.p_less,
         notes=notes,
         tables={"per_layer": per_layer, "kurtosis": kurtosis, "winners": winners},
     )
@@ -235,23 +267,17 @@ test_gaussian_with_outliers = claim_test(SPEC, evaluate)
 
 
 # Calibration at the reports' sizes (docs/calibration.md). Two layers: the claim is decided
-# per (layer, pair) sample and needs no depth, but one layer gives only 20 samples, and a
-# Gaussian wins AIC against its nesting rivals (t, gennorm) in only ~80% of pure Gaussian
-# samples, so 20 samples often leave the share's lower bound at 0.5. The truth is what the
+# per (layer, pair) sample and needs no depth, and two give 40 samples. The truth is what the
 # claim states: a Gaussian bulk with a few massive outlier dims, plus the nuisances a real
 # residual stream adds (unequal per-dimension scales, offsets, crossed subject/attribute/pair
 # effects). The per-dimension scale spread makes the pooled sample a scale mixture of
 # Gaussians (excess kurtosis ~ 3 (exp(4 sigma^2) - 1), 0.28 at sigma 0.15), which AIC tells
-# from a Gaussian at 12,672 values: the truths with scale spread miss for that reason (the
-# claim tests the pooled sample); the equal-scales truth checks the plant itself.
+# from a Gaussian at 12,672 values (version 1 read REFUTED on these truths); the distance
+# from Gaussian stays well inside the margin. The nulls are the write-up's alternative (a
+# logistic bulk, with and without the scale spread, the latter the closest to the margin)
+# and a heavy-tailed bulk.
 WITH_MASSIVE_DIMS = replace(REALISTIC, massive_dims=3)
 TWO_LAYERS = {"n_layers": 2}
-SCALE_MIXTURE = (
-    "Gaussian dimensions with unequal scales pool into a scale mixture (excess kurtosis "
-    "~0.25 at log-scale sd 0.15), which AIC at 12,672 values tells from one Gaussian: t or "
-    "gennorm wins and the claim reads REFUTED on its own realistic truth. The rework "
-    "(issue 20) decides by effect size instead."
-)
 CALIBRATION = (
     planted(
         "gaussian bulk with nuisances and massive dims",
@@ -260,16 +286,14 @@ CALIBRATION = (
         "crossed effects 0.3/0.3/0.2",
         Base("normal", **TWO_LAYERS),
         WITH_MASSIVE_DIMS,
-        known_miss=SCALE_MIXTURE,
     ),
     planted(
-        "gaussian bulk with small scale spread",
+        "gaussian bulk with +-20% scale spread",
         True,
-        "normal; 3 massive dims, per-dim log-scale sd 0.1, offsets 0.2, crossed effects "
+        "normal; 3 massive dims, per-dim log-scale sd 0.2, offsets 0.2, crossed effects "
         "0.3/0.3/0.2",
         Base("normal", **TWO_LAYERS),
-        replace(WITH_MASSIVE_DIMS, scale_sigma=0.1),
-        known_miss=SCALE_MIXTURE,
+        replace(WITH_MASSIVE_DIMS, scale_sigma=0.2),
     ),
     planted(
         "gaussian bulk with equal scales",
@@ -284,6 +308,14 @@ CALIBRATION = (
         "logistic; the same nuisances and 3 massive dims as the first truth",
         Base("logistic", **TWO_LAYERS),
         WITH_MASSIVE_DIMS,
+    ),
+    planted(
+        "logistic bulk with equal scales",
+        False,
+        "logistic; 3 massive dims, offsets 0.2, crossed effects 0.3/0.3/0.2, no scale spread "
+        "(~0.008 nats per value, the null closest to the margin)",
+        Base("logistic", **TWO_LAYERS),
+        replace(WITH_MASSIVE_DIMS, scale_sigma=0.0),
     ),
     planted("t3 bulk", False, "iid Student t(3) coordinates", Base("t3", **TWO_LAYERS)),
 )
