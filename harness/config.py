@@ -9,7 +9,6 @@ from typing import Any
 
 TOKEN_MODES = ("seed", "last", "mean", "all")
 PROCESSING_MODES = ("tl-compat", "raw")
-CRITERIA = ("aic", "bic", "sse")
 BASELINE_MODES = ("compare", "update", "off")
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -66,11 +65,7 @@ class FitSettings:
     """Everything that changes the distribution fits."""
 
     families: tuple[str, ...]
-    criterion: str = "aic"
     subsample: int = 4000
-
-    def __post_init__(self) -> None:
-        _check_choice("criterion", self.criterion, CRITERIA)
 
 
 @dataclass(frozen=True)
@@ -101,7 +96,6 @@ class RunConfig:
         return {
             **self.extraction.key_fields(),
             "families": list(self.fit.families),
-            "criterion": self.fit.criterion,
             "subsample": self.fit.subsample,
             "dataset_sha256": dataset_sha256,
             "sentences_per_pair": self.sentences_per_pair,

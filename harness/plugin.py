@@ -36,7 +36,6 @@ _OPTIONS: list[tuple[str, str, str | None]] = [
     ("token-reservoir", "token vectors kept per subject/attribute pair with --lm-tokens all", "64"),
     ("processing", f"model processing: {', '.join(PROCESSING_MODES)}", "tl-compat"),
     ("families", "distribution families: names or the sets study, core, all", "study"),
-    ("criterion", "fit criterion used for verdicts: aic, bic, sse", "aic"),
     ("report-dir", "directory for this run's report (default <report root>/<models>)", None),
     ("report-root", "parent directory of run reports", "reports"),
     ("cache-dir", "activation and table cache directory", ".lmclaims-cache"),
@@ -190,7 +189,7 @@ def build_run_config(config: pytest.Config) -> RunConfig:
             reservoir=_integer(get("lm_token_reservoir"), "token-reservoir", required=True),
         ),
         fit=FitSettings(
-            families=resolve_families(get("lm_families")), criterion=get("lm_criterion")
+            families=resolve_families(get("lm_families"))
         ),
         report_dir=_path(config, report_dir)
         if report_dir

@@ -154,15 +154,15 @@ def test_random_option_values_raise_only_usage_errors(tmp_path: Path, values):
     device=st.text(max_size=8) | st.sampled_from(["cpu", "cuda", "cuda:1", "mps", ":"]),
     dtype=st.text(max_size=8) | st.sampled_from(["float32", "bfloat16", "float16"]),
     families=st.text(max_size=30) | st.lists(st.text(max_size=8), max_size=4),
-    criterion=st.text(max_size=5) | st.sampled_from(["aic", "bic", "sse"]),
+    subsample=st.integers(-(2**40), 2**40),
 )
 def test_config_classes_raise_only_config_and_family_errors(
-    tokens, processing, batch_size, device, dtype, families, criterion
+    tokens, processing, batch_size, device, dtype, families, subsample
 ):
     with contextlib.suppress(ConfigError):
         ExtractionSettings(tokens, processing, batch_size, device, dtype)
     with contextlib.suppress(ConfigError, FamilyError):
-        FitSettings(resolve_families(families), criterion)
+        FitSettings(resolve_families(families), subsample)
 
 
 def test_the_usage_error_path_covers_what_build_run_config_raises(tmp_path: Path):
