@@ -188,9 +188,7 @@ def build_run_config(config: pytest.Config) -> RunConfig:
             threads=_integer(get("lm_threads"), "threads"),
             reservoir=_integer(get("lm_token_reservoir"), "token-reservoir", required=True),
         ),
-        fit=FitSettings(
-            families=resolve_families(get("lm_families"))
-        ),
+        fit=FitSettings(families=resolve_families(get("lm_families"))),
         report_dir=_path(config, report_dir)
         if report_dir
         else _path(config, get("lm_report_root")) / run_name,
