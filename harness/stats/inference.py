@@ -182,7 +182,8 @@ def _crossed_design(
     if s_idx.size != a_idx.size:
         raise ValueError(f"{s_idx.size} subject labels but {a_idx.size} attribute labels")
     if n_s < 2 or n_a < 2:
-        raise ValueError(
+        # The data cannot decide (a claim reads INCONCLUSIVE), not a caller's mistake.
+        raise InsufficientDataError(
             "a crossed (subject x attribute) bootstrap needs at least 2 distinct subjects and "
             f"2 distinct attributes, got {n_s} subject(s) and {n_a} attribute(s)"
         )
