@@ -50,7 +50,8 @@ SPEC = ClaimSpec(
         "2.5% bound of the mean rank. The per-attribute scores and each named attribute's "
         "rank are reported, not tested."
     ),
-    thresholds={"alpha": 0.05, "min_attributes": 6, "min_subjects": 3},
+    # 7 attributes: the fewest whose 35 triples let an exact p fall below 0.05 (6 give 1/20).
+    thresholds={"alpha": 0.05, "min_attributes": 7, "min_subjects": 3},
     source_numbers={
         "write-up's figures (GPT-2, Pythia)": (
             "angry, lower case and childish attract or repulse most consistently (read from "
@@ -92,6 +93,12 @@ def _scores(abs_d: np.ndarray, subject_weights: np.ndarray) -> np.ndarray:
 def _ranks(scores: np.ndarray) -> np.ndarray:
     """Rank 1 = largest score, along the last axis (ties by order: moot for continuous)."""
     return np.argsort(np.argsort(-scores, axis=-1), axis=-1) + 1
+
+
+def _spans(layers: np.ndarray) -> str:
+    """Layer indices as ranges: 0-19, 22, 24-25."""
+    runs = np.split(layers, np.flatnonzero(np.diff(layers) > 1) + 1)
+    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else f"{r[0]}" for r in runs if len(r))
 
 
 def triple_p(ranks: np.ndarray, named: list[int]) -> float:
@@ -166,7 +173,7 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
     ).sort_values("rank")
     layers = np.flatnonzero(use)
     notes = (
-        f"{variant} variant, layers {', '.join(map(str, layers))} (up to 2/3 depth"
+        f"{variant} variant, layers {_spans(layers)} (up to 2/3 depth"
         + (", PCA-degenerate ones left out" if variant == "pca" and use.sum() < early.sum() else "")
         + ")",
         "named attributes' ranks: "

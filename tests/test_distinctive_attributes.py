@@ -1,10 +1,13 @@
 """distinctive-attributes: its exact permutation p, and where it cannot apply."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from harness import synthetic
 from harness.claim import Verdict
+from harness.dataset import Dataset
+from harness.extraction import ActivationSet
 from tests.conftest import claim_module
 
 claim = claim_module("distinctive_attributes")
@@ -24,3 +27,51 @@ def test_dataset_without_the_named_attributes_is_not_applicable(tmp_path):
     result = claim.evaluate(synthetic.evidence(data, acts, tmp_path))
     assert result.verdict == Verdict.NOT_APPLICABLE
     assert "lacks" in result.notes[0]
+
+
+ATTRIBUTES = [
+    "in english",
+    "in an angry tone",
+    "in a kind tone",
+    "in all lower case",
+    "in a concise style",
+    "in a childish style",
+    "in spanish",
+    "in a formal tone",
+]
+
+
+def _evidence(tmp_path, resid, subject, attribute):
+    frame = pd.DataFrame(
+        {
+            "id": [f"r{i}" for i in range(len(subject))],
+            "subject": [f"subject {s}" for s in subject],
+            "attribute": [ATTRIBUTES[a] for a in attribute],
+            "text": "synthetic",
+        }
+    )
+    acts = ActivationSet(resid.astype(np.float32), np.full(len(frame), 8), {})
+    return synthetic.evidence(Dataset(frame, "synthetic"), acts, tmp_path)
+
+
+# With subject and attribute vectors of equal weight, an attribute of strength 1 balances its
+# subject's pull (D ~ 0); a strong one repulses (D < 0), so |D| ranks it high.
+@pytest.mark.parametrize(
+    ("named", "others", "expected"),
+    [(3.0, 1.0, Verdict.SUPPORTED), (1.0, 3.0, Verdict.REFUTED)],
+    ids=["named-distinctive", "named-balanced"],
+)
+def test_planted_named_attributes(tmp_path, named, others, expected):
+    strength = np.full(len(ATTRIBUTES), others)
+    strength[[ATTRIBUTES.index(a) for a in claim.NAMED]] = named
+    resid, s, a = synthetic.planted_cells(
+        n_subjects=5,
+        n_attributes=len(ATTRIBUTES),
+        per_cell=6,
+        n_layers=3,
+        d=64,
+        attribute_strength=strength,
+        seed=4,
+    )
+    result = claim.evaluate(_evidence(tmp_path, resid, s, a))
+    assert result.verdict == expected, result.summary()

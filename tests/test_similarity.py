@@ -316,3 +316,26 @@ def test_invalid_inputs_are_refused():
         sm.distinctiveness(resid, subject, attribute, n_subjects=3)
     with pytest.raises(ValueError, match="n_layers"):
         sm.distinctiveness(resid[0], subject, attribute)
+
+
+def test_noise_free_norms_keep_mean_abs_d_from_tracking_the_cell_size():
+    # Version 1's D shrank towards 0 in small cells (the centroids' noise lengthens them);
+    # with noise-free norms the estimate moves far less between 4 and 22 sentences per cell.
+    rng = np.random.default_rng(0)
+    n_s, n_a, d = 8, 10, 64
+    u, v = (
+        rng.normal(size=(n_s, d)),
+        rng.normal(size=(n_a, d)) * rng.lognormal(0, 0.8, n_a)[:, None],
+    )
+    means = {}
+    for noise_free in (False, True):
+        for n in (4, 22):
+            s = np.repeat(np.arange(n_s), n_a * n)
+            a = np.tile(np.repeat(np.arange(n_a), n), n_s)
+            x = 0.4 * (u[s] + v[a]) + 1.5 * rng.normal(size=(len(s), d))
+            result = sm.distinctiveness(
+                x[None].astype(np.float32), s, a, "raw", noise_free=noise_free
+            )
+            means[noise_free, n] = result.mean_abs[0]
+    assert means[False, 22] / means[False, 4] > 1.6
+    assert 0.7 < means[True, 22] / means[True, 4] < 1.4

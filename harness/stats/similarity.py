@@ -119,6 +119,23 @@ def _cell_means(values: np.ndarray, cells: _Cells) -> np.ndarray:
     return (sums / cells.counts[:, None]).reshape(cells.n_subjects, cells.n_attributes, -1)
 
 
+def _noise_free_norms(values: np.ndarray, centroids: np.ndarray, cells: _Cells) -> np.ndarray:
+    """(S, A) unbiased estimates of each cell's squared mean-vector norm |mu|^2.
+
+    A centroid's squared norm is |mu|^2 plus tr(Sigma) / n: its sentences' noise lengthens it,
+    and more so in small cells. The U-statistic (sum over i != j of x_i . x_j) / (n (n - 1))
+    = |c|^2 - (mean |x_i|^2 - |c|^2) / (n - 1) removes that term exactly in expectation.
+    Needs n >= 2 in every cell.
+    """
+    n = cells.counts.reshape(cells.n_subjects, cells.n_attributes).astype(np.float64)
+    if (n < 2).any():
+        raise InsufficientDataError("a noise-free centroid norm needs >= 2 sentences per cell")
+    padded = _padded(values, cells)
+    m2 = np.einsum("kmd,kmd->k", padded, padded, dtype=np.float64).reshape(n.shape) / n
+    c2 = np.einsum("sad,sad->sa", centroids, centroids)
+    return c2 - (m2 - c2) / (n - 1)
+
+
 def centroids(
     resid_layer: np.ndarray,
     subject: np.ndarray,
@@ -137,22 +154,29 @@ def centroids(
 # ------------------------------------------------------------------ distinctiveness core
 
 
-def _cosines(gram: np.ndarray) -> np.ndarray:
+def _cosines(gram: np.ndarray, norms2: np.ndarray | None = None) -> np.ndarray:
     """Cosine matrices from Gram matrices (..., n, n), in float64, self-cosines set to 0.
 
-    A zero vector has no direction: its cosines count as 0, so it neither attracts nor repels.
+    ``norms2`` (..., n) replaces the Gram's diagonal as the squared norms (noise-free
+    estimates). A zero vector, or one whose estimated squared norm is not positive, has no
+    direction: its cosines count as 0, so it neither attracts nor repels.
     """
     gram = gram.astype(np.float64, copy=False)
-    norm = np.sqrt(np.clip(np.diagonal(gram, axis1=-2, axis2=-1), 0.0, None))
+    diagonal = np.diagonal(gram, axis1=-2, axis2=-1) if norms2 is None else norms2
+    norm = np.sqrt(np.clip(diagonal, 0.0, None))
     outer = norm[..., :, None] * norm[..., None, :]
     cos = np.divide(gram, outer, out=np.zeros(gram.shape), where=outer > 0)
+    if norms2 is not None:
+        # Estimated norms can fall short of the dot products they divide: a cosine cannot.
+        np.clip(cos, -1.0, 1.0, out=cos)
     n = cos.shape[-1]
     cos[..., np.arange(n), np.arange(n)] = 0.0  # set, not subtracted: no 1 - 1 cancellation
     return cos
 
 
-def _distinctiveness(c: np.ndarray) -> np.ndarray:
-    """D from centroids (..., S, A, d), with the Gram matrices in c's own float precision."""
+def _distinctiveness(c: np.ndarray, norms2: np.ndarray | None = None) -> np.ndarray:
+    """D from centroids (..., S, A, d), with the Gram matrices in c's own float precision;
+    ``norms2`` (..., S, A), if given, are the squared norms the cosines divide by."""
     S, A = c.shape[-3], c.shape[-2]
     if S < 2 or A < 2:
         raise InsufficientDataError(
@@ -160,20 +184,24 @@ def _distinctiveness(c: np.ndarray) -> np.ndarray:
         )
     # Only same-subject and same-attribute pairs enter D: S Gram matrices of A x A and A of
     # S x S, O(S A (S + A) d) as batched matmuls, with no normalized copy of the centroids.
-    same_subject = _cosines(c @ np.swapaxes(c, -1, -2))  # (..., S, A, A)
+    same_subject = _cosines(c @ np.swapaxes(c, -1, -2), norms2)  # (..., S, A, A)
     by_attribute = np.swapaxes(c, -3, -2)  # (..., A, S, d)
-    same_attribute = _cosines(by_attribute @ np.swapaxes(by_attribute, -1, -2))  # (..., A, S, S)
+    same_attribute = _cosines(
+        by_attribute @ np.swapaxes(by_attribute, -1, -2),
+        None if norms2 is None else np.swapaxes(norms2, -1, -2),
+    )  # (..., A, S, S)
     subject_pull = same_subject.sum(axis=-1) / (A - 1)  # (..., S, A)
     attribute_pull = np.swapaxes(same_attribute.sum(axis=-1), -1, -2) / (S - 1)  # (..., S, A)
     return subject_pull - attribute_pull
 
 
-def distinctiveness_from_centroids(c: np.ndarray) -> np.ndarray:
+def distinctiveness_from_centroids(c: np.ndarray, norms2: np.ndarray | None = None) -> np.ndarray:
     """D for every cell from centroids of shape (..., S, A, d); returns (..., S, A).
 
     Vectorized over any leading axes (layers, bootstrap resamples); computed in float64.
+    ``norms2``: noise-free squared norms to divide by instead of the centroids' own.
     """
-    return _distinctiveness(np.asarray(c, dtype=np.float64))
+    return _distinctiveness(np.asarray(c, dtype=np.float64), norms2)
 
 
 # ------------------------------------------------------------------ per-layer transforms
@@ -375,9 +403,14 @@ def distinctiveness(
     variance_threshold: float = 0.9,
     n_subjects: int | None = None,
     n_attributes: int | None = None,
+    noise_free: bool = False,
 ) -> DistinctivenessResult:
     """D (L, S, A) for one variant, with per-layer degeneracy diagnostics.
 
+    ``noise_free``: the cosines divide by unbiased estimates of the cells' mean-vector norms
+    (``_noise_free_norms``) instead of the centroids' own, which sentence noise lengthens by
+    tr(Sigma) / n: D then no longer shrinks towards 0 as cells get smaller. (The numerators,
+    dot products of distinct cells' centroids, carry independent noise and are unbiased.)
     Reads one layer at a time, so ``resid`` may be a memmap larger than memory.
     """
     _check_inputs(resid, variant, variance_threshold)
@@ -386,8 +419,13 @@ def distinctiveness(
     for layer in range(resid.shape[0]):
         x = np.asarray(resid[layer])
         fit = _fit_layer(x, variant, variance_threshold)
-        # The transforms are affine, so transforming centroids equals centroids of transforms.
-        layers.append(distinctiveness_from_centroids(fit.apply(_cell_means(x, cells))))
+        if noise_free:
+            y = fit.apply(np.asarray(x, dtype=np.float64))
+            c = _cell_means(y, cells)
+            layers.append(distinctiveness_from_centroids(c, _noise_free_norms(y, c, cells)))
+        else:
+            # The transforms are affine: transforming centroids equals centroids of transforms.
+            layers.append(distinctiveness_from_centroids(fit.apply(_cell_means(x, cells))))
         fits.append(fit)
     return _result(variant, np.stack(layers), fits, variance_threshold)
 
