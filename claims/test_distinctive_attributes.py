@@ -73,12 +73,6 @@ SPEC = ClaimSpec(
 )
 
 
-def _codes(values: pd.Series) -> tuple[np.ndarray, list[str]]:
-    names = list(dict.fromkeys(values))
-    lookup = {name: i for i, name in enumerate(names)}
-    return values.map(lookup).to_numpy(), names
-
-
 def _early_layers(n_layers: int) -> np.ndarray:
     return np.arange(n_layers) <= (2 * (n_layers - 1)) // 3
 
@@ -112,8 +106,8 @@ def triple_p(ranks: np.ndarray, named: list[int]) -> float:
 def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
     th = spec.thresholds
     frame = evidence.dataset.frame.reset_index(drop=True)
-    subject, subjects = _codes(frame["subject"])
-    attribute, attributes = _codes(frame["attribute"])
+    subject, subjects = similarity.codes(frame["subject"])
+    attribute, attributes = similarity.codes(frame["attribute"])
     named = [attributes.index(a) for a in NAMED if a in attributes]
     if len(named) < len(NAMED):
         missing = ", ".join(a for a in NAMED if a not in attributes)

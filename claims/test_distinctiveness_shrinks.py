@@ -77,12 +77,6 @@ SPEC = ClaimSpec(
 )
 
 
-def _codes(values: pd.Series) -> tuple[np.ndarray, list[str]]:
-    names = list(dict.fromkeys(values))
-    lookup = {name: i for i, name in enumerate(names)}
-    return values.map(lookup).to_numpy(), names
-
-
 def thirds(result: similarity.DistinctivenessResult) -> tuple[np.ndarray, np.ndarray]:
     """The usable layers of the first and the last third of normalized depth."""
     n = result.n_layers
@@ -112,8 +106,8 @@ def late_early(result: similarity.DistinctivenessResult, seed: int, margin: floa
 def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
     th = spec.thresholds
     frame = evidence.dataset.frame.reset_index(drop=True)
-    subject, subjects = _codes(frame["subject"])
-    attribute, attributes = _codes(frame["attribute"])
+    subject, subjects = similarity.codes(frame["subject"])
+    attribute, attributes = similarity.codes(frame["attribute"])
     L = evidence.n_layers
     short = [
         f"{len(subjects)} subjects" if len(subjects) < th["min_subjects"] else "",

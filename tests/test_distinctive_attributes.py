@@ -1,14 +1,12 @@
 """distinctive-attributes: its exact permutation p, and where it cannot apply."""
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from harness import synthetic
 from harness.claim import Verdict
-from harness.dataset import Dataset
-from harness.extraction import ActivationSet
 from tests.conftest import claim_module
+from tests.test_distinctiveness_calibration import _evidence
 
 claim = claim_module("distinctive_attributes")
 
@@ -41,19 +39,6 @@ ATTRIBUTES = [
 ]
 
 
-def _evidence(tmp_path, resid, subject, attribute):
-    frame = pd.DataFrame(
-        {
-            "id": [f"r{i}" for i in range(len(subject))],
-            "subject": [f"subject {s}" for s in subject],
-            "attribute": [ATTRIBUTES[a] for a in attribute],
-            "text": "synthetic",
-        }
-    )
-    acts = ActivationSet(resid.astype(np.float32), np.full(len(frame), 8), {})
-    return synthetic.evidence(Dataset(frame, "synthetic"), acts, tmp_path)
-
-
 # With subject and attribute vectors of equal weight, an attribute of strength 1 balances its
 # subject's pull (D ~ 0); a strong one repulses (D < 0), so |D| ranks it high.
 @pytest.mark.parametrize(
@@ -73,5 +58,5 @@ def test_planted_named_attributes(tmp_path, named, others, expected):
         attribute_strength=strength,
         seed=4,
     )
-    result = claim.evaluate(_evidence(tmp_path, resid, s, a))
+    result = claim.evaluate(_evidence(tmp_path, resid, s, a, attributes=ATTRIBUTES))
     assert result.verdict == expected, result.summary()

@@ -24,8 +24,9 @@ ATTRIBUTES = [
 ]
 
 
-def _evidence(tmp_path, resid, subject, attribute, seed=0):
-    names = [ATTRIBUTES[a] for a in attribute]
+def _evidence(tmp_path, resid, subject, attribute, seed=0, attributes=ATTRIBUTES):
+    """Evidence for planted cells, the attribute codes named from ``attributes``."""
+    names = [attributes[a] for a in attribute]
     frame = pd.DataFrame(
         {
             "id": [f"r{i}" for i in range(len(subject))],

@@ -149,19 +149,16 @@ def test_anisotropy_needs_two_attributes(tmp_path):
 GAUSSIAN_DATA = synthetic.dataset(n_subjects=6, n_attributes=6, per_pair=3)
 
 
+# Two outlier dims 20x the bulk; the removal (ceil(1% of 400) = 4 dims) covers them.
+OUTLIERS = {"outlier_dims": (3, 150), "outlier_scale": 20.0, "norm_jitter": 0.0, "d_model": 400}
+
+
 def _gaussian_evidence(tmp_path, acts):
     return synthetic.evidence(GAUSSIAN_DATA, acts, tmp_path)
 
 
 def test_gaussian_bulk_with_outlier_dims_is_supported(tmp_path):
-    acts = synthetic.geometry_activations(
-        GAUSSIAN_DATA,
-        outlier_dims=(3, 150),
-        outlier_scale=20.0,
-        norm_jitter=0.0,
-        d_model=400,
-        seed=8,
-    )
+    acts = synthetic.geometry_activations(GAUSSIAN_DATA, **OUTLIERS, seed=8)
     result = gaussian.evaluate(_gaussian_evidence(tmp_path, acts))
     assert result.verdict == Verdict.SUPPORTED, result.summary()
     # The outliers are what the removal fixes: before it the sample is far from Gaussian.
@@ -171,28 +168,13 @@ def test_gaussian_bulk_with_outlier_dims_is_supported(tmp_path):
 
 
 def test_logistic_bulk_with_outlier_dims_is_refuted(tmp_path):
-    acts = synthetic.geometry_activations(
-        GAUSSIAN_DATA,
-        outlier_dims=(3, 150),
-        outlier_scale=20.0,
-        norm_jitter=0.0,
-        sampler="logistic",
-        d_model=400,
-        seed=9,
-    )
+    acts = synthetic.geometry_activations(GAUSSIAN_DATA, **OUTLIERS, sampler="logistic", seed=9)
     result = gaussian.evaluate(_gaussian_evidence(tmp_path, acts))
     assert result.verdict == Verdict.REFUTED, result.summary()
 
 
 def test_half_gaussian_half_logistic_pairs_are_not_supported(tmp_path):
-    acts = synthetic.geometry_activations(
-        GAUSSIAN_DATA,
-        outlier_dims=(3, 150),
-        outlier_scale=20.0,
-        norm_jitter=0.0,
-        d_model=400,
-        seed=10,
-    )
+    acts = synthetic.geometry_activations(GAUSSIAN_DATA, **OUTLIERS, seed=10)
     resid = np.array(acts.resid)
     rng = np.random.default_rng(10)
     for i, rows in enumerate(synthetic.pair_rows(GAUSSIAN_DATA)):
@@ -218,14 +200,7 @@ def test_too_few_pairs_is_inconclusive(tmp_path, claim):
 
 def test_gaussian_refits_are_cached(tmp_path, monkeypatch):
     """A warm run reads the refits from the cache (no fit) and gives the same result."""
-    acts = synthetic.geometry_activations(
-        GAUSSIAN_DATA,
-        outlier_dims=(3, 150),
-        outlier_scale=20.0,
-        norm_jitter=0.0,
-        d_model=400,
-        seed=8,
-    )
+    acts = synthetic.geometry_activations(GAUSSIAN_DATA, **OUTLIERS, seed=8)
     cold = gaussian.evaluate(_gaussian_evidence(tmp_path, acts))
 
     def forbidden(*args, **kwargs):

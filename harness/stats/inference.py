@@ -437,22 +437,10 @@ def crossed_bootstrap_mean(
     "p_less < (1 - confidence) / 2" agree.
     """
     x = np.asarray(values, dtype=np.float64).ravel()
-    s_idx, a_idx, n_s, n_a = _crossed_design(subjects, attributes)
-    if x.size != s_idx.size:
-        raise ValueError(f"{x.size} values but {s_idx.size} subject/attribute labels")
     if not np.all(np.isfinite(x)):
         raise ValueError("values must be finite (drop units without a value first)")
-    draws = _crossed_ratio_draws(x, np.ones(x.size), s_idx, a_idx, n_s, n_a, n_resamples, seed)
-    ci, p_greater, p_less = _expanded_interval(draws, null_value, confidence, min(n_s, n_a))
-    return CrossedMean(
-        statistic=float(x.mean()),
-        confidence_interval=ci,
-        p_less=p_less,
-        p_greater=p_greater,
-        n_units=int(x.size),
-        n_subjects=n_s,
-        n_attributes=n_a,
-        n_resamples=int(draws.size),
+    return crossed_bootstrap_ratio(
+        x, np.ones(x.size), subjects, attributes, null_value, n_resamples, confidence, seed
     )
 
 
@@ -473,7 +461,7 @@ def crossed_bootstrap_ratio(
     den = np.asarray(denominator, dtype=np.float64).ravel()
     s_idx, a_idx, n_s, n_a = _crossed_design(subjects, attributes)
     if not num.size == den.size == s_idx.size:
-        raise ValueError(f"{num.size} numerators, {den.size} denominators, {s_idx.size} labels")
+        raise ValueError(f"{num.size} values but {s_idx.size} subject/attribute labels")
     if not (np.all(np.isfinite(num)) and np.all(np.isfinite(den))):
         raise ValueError("numerators and denominators must be finite")
     if not den.sum() > 0:

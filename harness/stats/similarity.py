@@ -21,6 +21,7 @@ raw one does not, so they differ by more than the scaling.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -67,6 +68,13 @@ class _Cells:
     n_attributes: int
     counts: np.ndarray  # (K,) sentences per cell, K = S * A, cell k = s * A + a
     pad: np.ndarray  # (K, m_max) sentence indices of each cell, -1 where the cell is shorter
+
+
+def codes(labels: Iterable[Hashable]) -> tuple[np.ndarray, list[Hashable]]:
+    """Per-sentence integer codes (in order of first appearance) for this module's
+    ``subject`` / ``attribute`` arguments, and the labels they stand for."""
+    index, names = pd.factorize(pd.Series(list(labels)))
+    return index, list(names)
 
 
 def _cells(
