@@ -224,7 +224,7 @@ def _structure(
         # The named attributes' sentences vary less around their pair's mean (a homogeneous
         # surface form), with no change to the structure.
         rows = named[attribute]
-        pair = pd.factorize(frame["subject"] + "\x1f" + frame["attribute"])[0][rows]
+        pair = pd.factorize((frame["subject"] + "\x1f" + frame["attribute"])[rows])[0]
         for layer in range(resid.shape[0]):
             block = resid[layer, rows]
             means = np.zeros((pair.max() + 1, d))
