@@ -214,7 +214,7 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
         verdict = Verdict.REFUTED
     else:
         verdict = Verdict.INCONCLUSIVE
-    columns = ["gap_before", "gap_after", "gap_zscored", "norm_after"]
+    columns = ["gap_before", "gap_after", "gap_zscored"]  # nats per value; shares in winners
     per_layer = usable.groupby("layer")[columns].mean().reset_index()
     kurtosis = (
         usable.groupby("layer")
