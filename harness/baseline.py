@@ -11,7 +11,7 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from harness.claim import ClaimResult, Verdict
 
@@ -220,3 +220,57 @@ def compare(entry: BaselineEntry, result: ClaimResult) -> Comparison:
                 f"{entry.tolerance:.3g} (verdict {result.verdict} unchanged)",
             )
     return Comparison(True, f"matches baseline: {entry.verdict}")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one claim result means for its test: ``outcome`` and the message pytest shows;
+    ``unrecorded``: the result has no baseline entry yet and one should be written."""
+
+    outcome: Literal["pass", "fail", "xfail", "skip"]
+    message: str = ""
+    unrecorded: bool = False
+
+
+def evidence_message(result: ClaimResult) -> str:
+    return "; ".join((result.summary(), *result.notes))
+
+
+def decide(
+    mode: str, stored: Baseline | None, settings: dict[str, Any], result: ClaimResult
+) -> Decision:
+    """The test outcome of ``result`` under baseline ``mode`` (compare, update, off), given
+    the model's stored baseline (read only in compare mode) and the run's settings.
+
+    A stored entry must match (same settings, verdict, effect within tolerance) or the test
+    fails. Without one, a REFUTED verdict fails unless the run updates baselines: the run
+    then answers "does the claim hold?". What passes maps by verdict: a recorded
+    refutation is an expected failure, INCONCLUSIVE and NOT APPLICABLE are skips.
+    """
+    entry = stored.entries.get(result.claim_id) if stored is not None else None
+    unrecorded = False
+    if stored is not None and entry is not None:
+        mismatch = settings_mismatch(stored.settings, settings)
+        if mismatch:
+            return Decision(
+                "fail",
+                f"baselines/{result.model} was made under other settings ({mismatch}); "
+                "compare under the same settings, or pass --lm-baseline=off or "
+                "--lm-baseline=update",
+            )
+        comparison = compare(entry, result)
+        if not comparison.matches:
+            return Decision("fail", comparison.message)
+    else:
+        # Written at session end and reported, never passed over in silence.
+        unrecorded = mode == "compare" and not settings_mismatch(
+            stored.settings if stored is not None else None, settings
+        )
+        if mode != "update" and result.verdict == Verdict.REFUTED:
+            return Decision("fail", evidence_message(result), unrecorded)
+    if result.verdict == Verdict.REFUTED:
+        # Recorded refutation: an expected failure, not a broken build.
+        return Decision("xfail", f"recorded in baseline: {evidence_message(result)}", unrecorded)
+    if result.verdict in (Verdict.INCONCLUSIVE, Verdict.NOT_APPLICABLE):
+        return Decision("skip", evidence_message(result), unrecorded)
+    return Decision("pass", "", unrecorded)

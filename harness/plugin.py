@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from harness import baseline, models
-from harness.claim import ClaimResult, ClaimSpec, Verdict
+from harness.claim import ClaimResult, ClaimSpec
 from harness.config import (
     BASELINE_MODES,
     PROCESSING_MODES,
@@ -344,32 +344,15 @@ def lm_verdict(request: pytest.FixtureRequest) -> Callable[[ClaimSpec, ClaimResu
         stored = (
             baseline.read(state.config.baseline_dir, result.model) if mode == "compare" else None
         )
-        entry = stored.entries.get(result.claim_id) if stored is not None else None
-        if stored is not None and entry is not None:
-            mismatch = baseline.settings_mismatch(
-                stored.settings, _baseline_settings(state, result.model)
-            )
-            if mismatch:
-                pytest.fail(
-                    f"baselines/{result.model} was made under other settings ({mismatch}); "
-                    "compare under the same settings, or pass --lm-baseline=off or "
-                    "--lm-baseline=update",
-                    pytrace=False,
-                )
-            comparison = baseline.compare(entry, result)
-            if not comparison.matches:
-                pytest.fail(comparison.message, pytrace=False)
-        else:
-            if mode == "compare" and not baseline.settings_mismatch(
-                stored.settings if stored is not None else None,
-                _baseline_settings(state, result.model),
-            ):
-                # Written at session end and reported, never passed over in silence.
-                state.unrecorded.append(result)
-            if mode != "update" and result.verdict == Verdict.REFUTED:
-                # No baseline: the run answers "does the claim hold?".
-                pytest.fail(_evidence_message(result), pytrace=False)
-        _outcome(result)
+        decision = baseline.decide(mode, stored, _baseline_settings(state, result.model), result)
+        if decision.unrecorded:
+            state.unrecorded.append(result)
+        if decision.outcome == "fail":
+            pytest.fail(decision.message, pytrace=False)
+        if decision.outcome == "xfail":
+            pytest.xfail(decision.message)
+        if decision.outcome == "skip":
+            pytest.skip(decision.message)
 
     return check
 
@@ -384,18 +367,6 @@ def _baseline_settings(state: LmSession, model: str) -> dict[str, Any]:
         return {**settings, **stored.extraction_fields()}
     assert state.dataset is not None
     return state.config.baseline_settings(state.dataset.sha256)
-
-
-def _outcome(result: ClaimResult) -> None:
-    if result.verdict == Verdict.REFUTED:
-        # Recorded refutation: an expected failure, not a broken build.
-        pytest.xfail(f"recorded in baseline: {_evidence_message(result)}")
-    if result.verdict in (Verdict.INCONCLUSIVE, Verdict.NOT_APPLICABLE):
-        pytest.skip(_evidence_message(result))
-
-
-def _evidence_message(result: ClaimResult) -> str:
-    return "; ".join((result.summary(), *result.notes))
 
 
 def _claim_key(item: pytest.Item) -> tuple[str, str] | None:

@@ -1,4 +1,6 @@
 import json
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -130,3 +132,50 @@ def test_unbounded_intervals_and_missing_effects_round_trip(tmp_path):
     baseline.save(tmp_path, "m", [_result(effect=None, ci=(-float("inf"), float("inf")))], {})
     entry = baseline.read(tmp_path, "m").entries["c"]
     assert entry.effect is None and entry.ci == (-float("inf"), float("inf"))
+
+
+RUN = {"tokens": "seed", "seed": 0}
+
+
+def _baseline(verdict=None, settings=RUN):
+    entries = {}
+    if verdict is not None:
+        entry = baseline.BaselineEntry("claim-x", 1, verdict, 0.7, (0.6, 0.8), 0.0)
+        entries["claim-x"] = entry
+    return baseline.Baseline(Path("baselines/m.json"), settings, entries)
+
+
+@pytest.mark.parametrize(
+    ("mode", "stored", "verdict", "outcome", "unrecorded"),
+    [
+        # compare, with a matching entry: the verdict maps to its outcome
+        ("compare", _baseline(Verdict.SUPPORTED), Verdict.SUPPORTED, "pass", False),
+        ("compare", _baseline(Verdict.REFUTED), Verdict.REFUTED, "xfail", False),
+        ("compare", _baseline(Verdict.INCONCLUSIVE), Verdict.INCONCLUSIVE, "skip", False),
+        # compare, entry disagrees or was made under other settings: fail
+        ("compare", _baseline(Verdict.SUPPORTED), Verdict.REFUTED, "fail", False),
+        (
+            "compare",
+            _baseline(Verdict.SUPPORTED, {"tokens": "last", "seed": 0}),
+            Verdict.SUPPORTED,
+            "fail",
+            False,
+        ),
+        # compare, no entry: a new result to record; REFUTED fails until recorded
+        ("compare", _baseline(), Verdict.SUPPORTED, "pass", True),
+        ("compare", _baseline(), Verdict.REFUTED, "fail", True),
+        ("compare", None, Verdict.NOT_APPLICABLE, "skip", True),
+        # update writes whatever came out; off answers "does the claim hold?"
+        ("update", None, Verdict.REFUTED, "xfail", False),
+        ("off", None, Verdict.REFUTED, "fail", False),
+        ("off", None, Verdict.SUPPORTED, "pass", False),
+    ],
+)
+def test_decide(mode, stored, verdict, outcome, unrecorded):
+    result = replace(_result(verdict), claim_id="claim-x")
+    decision = baseline.decide(mode, stored, RUN, result)
+    assert (decision.outcome, decision.unrecorded) == (outcome, unrecorded)
+    if outcome == "fail" and stored is not None and stored.settings != RUN:
+        assert "other settings (tokens" in decision.message
+    if outcome in ("xfail", "skip"):
+        assert result.summary() in decision.message
