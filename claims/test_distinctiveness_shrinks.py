@@ -287,6 +287,7 @@ MOVING = replace(REALISTIC, massive_dims=3, massive_moving=True)
 STILL = Nuisances(scale_sigma=0.15, offset_sd=0.2)
 FADES = np.linspace(1.0, 0.3, SIX_LAYERS)
 FADES_TENFOLD = np.geomspace(1.0, 0.1, SIX_LAYERS)
+FADES_FIFTYFOLD = np.geomspace(1.0, 0.02, SIX_LAYERS)
 CONSTANT = np.ones(SIX_LAYERS)
 # Real-data nulls (`python -m harness.calibration --permute SET`): the claim contrasts
 # same-subject with same-attribute centroids; with either label permuted that structure is
@@ -294,13 +295,28 @@ CONSTANT = np.ones(SIX_LAYERS)
 PERMUTATION_NULLS = ("attribute", "subject")
 CALIBRATION = (
     _structure_scenario(
+        "structure fades fiftyfold",
+        True,
+        "the structure's gain falling geometrically 1 -> 0.02 over 6 layers (late/early mean "
+        "|D| ~0.1, the source's ~14-fold fall); per-dim log-scale sd 0.15, offsets 0.2, "
+        "crossed effects 0.3/0.3/0.2",
+        FADES_FIFTYFOLD,
+        REALISTIC,
+    ),
+    _structure_scenario(
         "structure fades tenfold",
         True,
         "subject/attribute structure (PCA |D| ~0.40 at layer 0) scaled by a gain falling "
-        "geometrically 1 -> 0.1 over 6 layers (late/early mean |D| ~0.3, near the source's "
-        "fall); per-dim log-scale sd 0.15, offsets 0.2, crossed effects 0.3/0.3/0.2",
+        "geometrically 1 -> 0.1 over 6 layers (late/early mean |D| ~0.3); per-dim log-scale "
+        "sd 0.15, offsets 0.2, crossed effects 0.3/0.3/0.2",
         FADES_TENFOLD,
         REALISTIC,
+        known_miss=(
+            "The late/early ratio (~0.3) sits below the 0.5 margin, but the two-way interval "
+            "over 10 subjects and 12 attributes (cells of very unequal |D|) reaches 0.5 in one "
+            "of the two variants often enough: SUPPORTED in 72% [65%, 78%] of 200 reps, never "
+            "REFUTED. At the source's size of fall (ratio ~0.15) power is ~0.85."
+        ),
     ),
     _structure_scenario(
         "structure fades tenfold with massive dims moving",
