@@ -6,6 +6,7 @@ import pytest
 from harness import synthetic
 from harness.claim import Verdict
 from tests.conftest import claim_module
+from tests.test_distinctiveness_calibration import ATTRIBUTES as SIX_ATTRIBUTES
 from tests.test_distinctiveness_calibration import _evidence
 
 claim = claim_module("distinctive_attributes")
@@ -27,16 +28,7 @@ def test_dataset_without_the_named_attributes_is_not_applicable(tmp_path):
     assert "lacks" in result.notes[0]
 
 
-ATTRIBUTES = [
-    "in english",
-    "in an angry tone",
-    "in a kind tone",
-    "in all lower case",
-    "in a concise style",
-    "in a childish style",
-    "in spanish",
-    "in a formal tone",
-]
+ATTRIBUTES = [*SIX_ATTRIBUTES, "in spanish", "in a formal tone"]
 
 
 # With subject and attribute vectors of equal weight, an attribute of strength 1 balances its
