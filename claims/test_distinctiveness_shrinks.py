@@ -158,7 +158,9 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
     else:
         verdict = Verdict.INCONCLUSIVE
         if len(set(says.values())) > 1:
-            notes.append("the variants disagree: " + ", ".join(f"{v} {s}" for v, s in says.items()))
+            notes.append(
+                "the variants do not agree: " + ", ".join(f"{v} {s}" for v, s in says.items())
+            )
     for variant, ratio in ratios.items():
         lo, hi = ratio.confidence_interval
         role = f"decides: {says[variant]}" if variant in says else "reported"
