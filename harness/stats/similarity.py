@@ -127,8 +127,9 @@ def _cell_means(values: np.ndarray, cells: _Cells) -> np.ndarray:
     return (sums / cells.counts[:, None]).reshape(cells.n_subjects, cells.n_attributes, -1)
 
 
-def _noise_free_norms(values: np.ndarray, centroids: np.ndarray, cells: _Cells) -> np.ndarray:
-    """(S, A) unbiased estimates of each cell's squared mean-vector norm |mu|^2.
+def _noise_free_moments(values: np.ndarray, cells: _Cells) -> tuple[np.ndarray, np.ndarray]:
+    """(S, A, d) centroids and (S, A) unbiased estimates of each cell's squared mean-vector
+    norm |mu|^2, from one padded copy of the values.
 
     A centroid's squared norm is |mu|^2 plus tr(Sigma) / n: its sentences' noise lengthens it,
     and more so in small cells. The U-statistic (sum over i != j of x_i . x_j) / (n (n - 1))
@@ -139,9 +140,11 @@ def _noise_free_norms(values: np.ndarray, centroids: np.ndarray, cells: _Cells) 
     if (n < 2).any():
         raise InsufficientDataError("a noise-free centroid norm needs >= 2 sentences per cell")
     padded = _padded(values, cells)
+    sums = padded.sum(axis=1, dtype=np.float64)
+    centroids = (sums / cells.counts[:, None]).reshape(cells.n_subjects, cells.n_attributes, -1)
     m2 = np.einsum("kmd,kmd->k", padded, padded, dtype=np.float64).reshape(n.shape) / n
     c2 = np.einsum("sad,sad->sa", centroids, centroids)
-    return c2 - (m2 - c2) / (n - 1)
+    return centroids, c2 - (m2 - c2) / (n - 1)
 
 
 def centroids(
@@ -416,7 +419,7 @@ def distinctiveness(
     """D (L, S, A) for one variant, with per-layer degeneracy diagnostics.
 
     ``noise_free``: the cosines divide by unbiased estimates of the cells' mean-vector norms
-    (``_noise_free_norms``) instead of the centroids' own, which sentence noise lengthens by
+    (``_noise_free_moments``) instead of the centroids' own, which sentence noise lengthens by
     tr(Sigma) / n: D then no longer shrinks towards 0 as cells get smaller. (The numerators,
     dot products of distinct cells' centroids, carry independent noise and are unbiased.)
     Reads one layer at a time, so ``resid`` may be a memmap larger than memory.
@@ -428,9 +431,8 @@ def distinctiveness(
         x = np.asarray(resid[layer])
         fit = _fit_layer(x, variant, variance_threshold)
         if noise_free:
-            y = fit.apply(np.asarray(x, dtype=np.float64))
-            c = _cell_means(y, cells)
-            layers.append(distinctiveness_from_centroids(c, _noise_free_norms(y, c, cells)))
+            c, norms2 = _noise_free_moments(fit.apply(np.asarray(x, dtype=np.float64)), cells)
+            layers.append(distinctiveness_from_centroids(c, norms2))
         else:
             # The transforms are affine: transforming centroids equals centroids of transforms.
             layers.append(distinctiveness_from_centroids(fit.apply(_cell_means(x, cells))))
