@@ -16,7 +16,7 @@ from harness.claim import ClaimResult, ClaimSpec, Verdict, claim_test
 from harness.evidence import TABLE_SEED, Evidence
 from harness.planted import REALISTIC, Base
 from harness.stats.distributions import ENGINE_VERSION, DegenerateSampleError, rank
-from harness.stats.geometry import top_energy_dims
+from harness.stats.geometry import top_energy_dims, zscore_dims
 from harness.stats.inference import crossed_bootstrap_mean
 
 # The Gaussian against heavier- and lighter-tailed rivals; t and gennorm contain it as a
@@ -122,10 +122,7 @@ def _refits(evidence: Evidence, take: int, k: int) -> pd.DataFrame:
     resid = evidence.resid
     n_layers, _, d_model = resid.shape
     pairs = evidence.pairs
-    # The fitted pairs are a subsample of what is measured, not a resample: a fixed seed, so
-    # --lm-seed moves only the bootstrap.
-    rng = np.random.default_rng(TABLE_SEED)
-    chosen = np.sort(rng.choice(len(pairs), size=take, replace=False))
+    chosen = evidence.pair_subset(take)
     rows = []
     with evidence.progress(n_layers, f"gaussian refits {evidence.model}", "layer") as bar:
         for layer in range(n_layers):
@@ -135,8 +132,7 @@ def _refits(evidence: Evidence, take: int, k: int) -> pd.DataFrame:
             # Diagnostic: each dimension z-scored over the layer's sentences, so unequal
             # variances across dimensions (a scale mixture, heavy-tailed when pooled) cannot
             # be what the Gaussian misses.
-            sd = block.std(axis=0)
-            zscored = (block - block.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+            zscored = zscore_dims(block)
             for pair in chosen:
                 sentences = block[pairs["rows"].iloc[pair]]
                 before = sentences.ravel()
@@ -188,7 +184,7 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
         "removed_dims": k,
         "families": FAMILIES,
         "engine": ENGINE_VERSION,
-        "code": source_fingerprint(_refits, _fit, top_energy_dims),
+        "code": source_fingerprint(_refits, _fit, top_energy_dims, zscore_dims),
     }
     table = evidence.cached_table("gaussian-refits", fields, lambda: _refits(evidence, take, k))
     usable = table.dropna(subset=["gap_after"])

@@ -15,6 +15,7 @@ from harness.claim import ClaimResult, ClaimSpec, Verdict, claim_test
 from harness.evidence import TABLE_SEED, Evidence, fit_all
 from harness.planted import REALISTIC, Base
 from harness.stats.distributions import ENGINE_VERSION, LOGISTIC_FAMILY
+from harness.stats.geometry import zscore_dims
 from harness.stats.inference import CrossedShare, crossed_bootstrap_share
 
 SPEC = ClaimSpec(
@@ -233,13 +234,12 @@ def _zscored_fits(evidence: Evidence, take: int) -> pd.DataFrame:
     """Fits of a seeded subset of pairs at every layer, each dimension z-scored over the
     layer's sentences first (so unequal scales across dimensions cannot decide the family)."""
     pairs = evidence.pairs
-    chosen = np.sort(np.random.default_rng(TABLE_SEED).choice(len(pairs), take, replace=False))
+    chosen = evidence.pair_subset(take)
 
     def samples() -> Iterator[tuple[int, int, np.ndarray]]:
         for layer in range(evidence.n_layers):
             block = np.asarray(evidence.layer(layer), dtype=np.float64)
-            sd = block.std(axis=0)
-            z = (block - block.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+            z = zscore_dims(block)
             for pair in chosen:
                 yield layer, int(pairs["pair"].iloc[pair]), z[pairs["rows"].iloc[pair]].ravel()
 
@@ -264,7 +264,7 @@ def _zscored_winners(evidence: Evidence, spec: ClaimSpec) -> dict[str, pd.DataFr
         "families": settings.families,
         "subsample": settings.subsample,
         "engine": ENGINE_VERSION,
-        "code": source_fingerprint(_zscored_fits),
+        "code": source_fingerprint(_zscored_fits, zscore_dims),
     }
     fits = evidence.cached_table("zscored-fits", fields, lambda: _zscored_fits(evidence, take))
     return {c: winners(fits, c) for c in CRITERIA}

@@ -61,6 +61,12 @@ class Evidence:
             ]
         )
 
+    def pair_subset(self, size: int) -> np.ndarray:
+        """Positions (into ``pairs``) of a fixed seeded subset of ``size`` pairs, sorted: a
+        subsample of what is measured, not a resample, so --lm-seed does not move it."""
+        rng = np.random.default_rng(TABLE_SEED)
+        return np.sort(rng.choice(len(self.pairs), size=size, replace=False))
+
     @functools.cached_property
     def sentence_pairs(self) -> np.ndarray:
         """The pair of each sentence (row of the activations): the usual resampling unit."""

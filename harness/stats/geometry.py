@@ -63,6 +63,13 @@ def percentile_ci(draws: np.ndarray, confidence: float = 0.95) -> tuple[float, f
     return float(lo), float(hi)
 
 
+def zscore_dims(block: np.ndarray) -> np.ndarray:
+    """Each dimension (column) of ``block`` (n, d) centred and scaled to unit sd over the
+    rows; a constant dimension is only centred."""
+    sd = block.std(axis=0)
+    return (block - block.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+
+
 def rms_normalized(block: np.ndarray) -> np.ndarray:
     """Each vector divided by its root-mean-square coordinate: a LayerNorm's scale without
     its gain, so a magnitude threshold means the same in every layer and model (the
@@ -342,8 +349,7 @@ def _unit_pair_sums(
     for layer in range(x.shape[0]):
         block = np.asarray(x[layer], dtype=np.float64)
         if standardize:
-            sd = block.std(axis=0)
-            block = (block - block.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+            block = zscore_dims(block)
         norm = np.linalg.norm(block, axis=1, keepdims=True)
         out[layer] = onehot @ (block / np.where(norm > 0, norm, 1.0))
     return out
