@@ -12,7 +12,7 @@ from harness.cache import source_fingerprint
 from harness.calibration import planted
 from harness.claim import ClaimResult, ClaimSpec, Verdict, claim_test
 from harness.evidence import Evidence
-from harness.planted import REALISTIC, Base
+from harness.planted import REALISTIC, Base, Nuisances
 from harness.stats import anomaly
 
 # Attributes held out as anomalies (matched case-insensitively as substrings): two other
@@ -23,7 +23,7 @@ HEAVY, GAUSS, T = "logistic", "gaussian", "t"
 
 SPEC = ClaimSpec(
     id="heavy-tailed-mixture-beats-gmm",
-    version=2,
+    version=3,
     title="Heavy-tailed (logistic) mixtures detect anomalous inputs better than Gaussian ones",
     source="Beyond Gaussian: Language Model Representations and Distributions (seed write-up)",
     quote=(
@@ -38,43 +38,44 @@ SPEC = ClaimSpec(
         "Normal inputs are the sentences of every attribute except the anomalous ones: 'in "
         "japanese' and 'in spanish' (another language), 'in all upper case' (another surface "
         "form); a held-out subject is a fourth, 'different domain' anomaly. The subjects are "
-        "split into up to 5 folds (a fixed permutation); in each fold the detector is trained "
-        "on half of every normal pair's sentences of the other subjects (fixed split per "
-        "fold; a quarter chooses the directions, a quarter fits the densities) and scores the "
-        "other half (held-out normal), the fold's subjects' normal sentences "
-        "(held-out subject) and all sentences of the anomalous attributes. Per layer (6 "
-        "layers evenly spaced over depth, first and last included) the training residuals "
-        "are rotated to all the principal directions they span (unit sd each); each of the "
-        "top 16 gets a 3-component 1-D mixture (8 parameters), each other direction one "
-        "component (2 parameters), all fitted by EM (at most 100 iterations, deterministic "
-        "quantile start), in three families: Gaussian, logistic (the write-up's dominant "
-        "family) and Student-t with 3 degrees of freedom (fixed), so all three have the same "
-        "parameter count. A sentence's score is its negative log-likelihood (sum over "
-        "directions); why all directions: an input unlike the training text can sit near the "
-        "centre of the top directions and far out in the small ones, and a density on the "
-        "top 16 alone scores it as typical (it did: Japanese got AUROC ~0.2 on SmolLM2). The "
-        "directions come from a quarter of each training pair's sentences and the densities "
-        "are fitted on another quarter: the smallest directions of a sample are the ones it "
-        "happens to vary least along, so scales measured on the same rows are too small and "
-        "every held-out sentence looks extreme there. A quarter of the sentences spans fewer "
-        "directions than the model has dimensions; the rest of the space is rotated to the "
-        "density quarter's own principal directions there (version 1 took the SVD's "
-        "arbitrary completion, and a product density depends on the basis: a 1e-7 relative "
-        "change of SmolLM2's activations moved the effect by an interval width). "
-        "Effect: AUROC(logistic) "
-        "- AUROC(Gaussian) (Mann-Whitney: anomalous vs held-out normal), averaged over folds, "
-        "then over layers and anomaly types; beside it the held-out log-likelihood per normal "
-        "sentence, logistic minus Gaussian, averaged over folds and layers. 95% percentile "
-        "intervals from 1000 bootstrap resamples of (subject, attribute) pairs, stratified by "
-        "attribute role (normal pairs; each anomalous attribute's pairs), one weight per pair "
-        "shared by all folds, layers and both detectors (paired). SUPPORTED when the AUROC "
-        "difference's lower bound is > 0 and the log-likelihood difference's lower bound is "
-        "> 0; REFUTED when the AUROC difference's upper bound is < 0, or its interval holds 0 "
-        "and lies within +-0.01 (equivalent: no material difference); INCONCLUSIVE otherwise "
-        "(including a better AUROC with a log-likelihood that is not better). A significant "
-        "gain below 0.01 still counts as SUPPORTED (the write-up says 'better', not by how "
-        "much); the size is in the notes. The t mixture is reported beside, not used in the "
-        "verdict."
+        "split into up to 5 folds; in each fold the detector is trained on half of every "
+        "normal pair's sentences of the other subjects (a quarter chooses the directions, a "
+        "quarter fits the densities) and scores the other half (held-out normal), the fold's "
+        "subjects' normal sentences (held-out subject) and all sentences of the anomalous "
+        "attributes. Per layer (6 layers evenly spaced over depth, first and last included) "
+        "the density quarter is rotated to the principal directions the direction quarter "
+        "spans, each scaled to unit sd on the density quarter; each of the top 16 gets a "
+        "3-component 1-D mixture (8 parameters), each other direction one component (2 "
+        "parameters), in three families: Gaussian, logistic (the write-up's dominant family) "
+        "and Student-t with 3 degrees of freedom (fixed), so all three have the same "
+        "parameter count. EM runs every direction until its training log-likelihood gains "
+        "less than 1e-6 nats per row in one iteration (budget 3000; the directions that hit "
+        "it are counted in the notes), the same rule for every family. A sentence's score is "
+        "its negative log-likelihood (sum over directions). Why all spanned directions: an "
+        "input unlike the training text can sit near the centre of the top directions and "
+        "far out in the small ones (a density on the top 16 alone gave Japanese AUROC ~0.2 "
+        "on SmolLM2). Why only the spanned ones: version 2 also modelled the directions the "
+        "direction quarter does not span (most of the space when a model is wider than that "
+        "quarter), with directions and scales from the same rows, so their scales were too "
+        "small and held-out sentences looked extreme there; a heavy-tailed density pays less "
+        "for that, and on a planted Gaussian stream, where the Gaussian mixture is the right "
+        "model, the logistic detector then won by +0.035 AUROC (a false SUPPORTED). "
+        "The whole fit is repeated 3 times (refits: another permutation of the subjects into "
+        "folds, other sentence splits, random EM starts at a random quantile in each "
+        "component's stratum). Effect: AUROC(logistic) - AUROC(Gaussian) (Mann-Whitney: "
+        "anomalous vs held-out normal), averaged over folds, refits, layers and anomaly "
+        "types; beside it the held-out log-likelihood per normal sentence, logistic minus "
+        "Gaussian. 95% percentile intervals from 1000 resamples, each drawing the (subject, "
+        "attribute) pairs with replacement, stratified by attribute role (one weight per pair "
+        "shared by all folds, layers and both detectors: paired), and the 3 refits with "
+        "replacement, so the interval holds the variation from refitting as well as from "
+        "other pairs. SUPPORTED when the AUROC difference's lower bound is > 0 and the "
+        "log-likelihood difference's lower bound is > 0; REFUTED when the AUROC difference's "
+        "upper bound is < 0, or its interval holds 0 and lies within +-0.001 (equivalent: "
+        "the calibration shows the detector resolves a gain of that size, so an interval "
+        "inside it is a real 'no difference'); INCONCLUSIVE otherwise (including a better "
+        "AUROC with a log-likelihood that is not better). The t mixture is reported beside, "
+        "not used in the verdict."
     ),
     multiplicity=(
         "SUPPORTED needs both lower bounds above 0 (AUROC gain, log-likelihood gain): an "
@@ -82,11 +83,16 @@ SPEC = ClaimSpec(
         "are averaged into one effect before the test, not tested one by one."
     ),
     thresholds={
-        "auroc_margin": 0.01,  # ours: an AUROC gain below 0.01 is no practical gain
+        # Equivalence margin from the calibration (docs/calibration.md): the detector resolves
+        # a gain of 0.001 with power > 0.8 at the reports' sizes, so an interval inside
+        # +-0.001 is a real "no difference", and the planted heavy-tailed truths gain ~2x it.
+        "auroc_margin": 0.001,
         "n_layers": 6,
         "n_projections": 16,
         "n_components": 3,  # primary mode plus a minor mode on each side (the write-up)
-        "em_iterations": 100,
+        "em_iterations": 3000,
+        "em_tolerance": 1e-6,  # nats per row per direction; all families alike
+        "refits": 3,
         "t_df": 3.0,  # the write-up's GPT-2 fits had t with df 2 to 3.7
         "max_folds": 5,
         "bootstrap_resamples": 1000,
@@ -115,18 +121,19 @@ SPEC = ClaimSpec(
             "comparison allows. Only the top 16 directions get minor-mode components."
         ),
         (
-            "In the directions the rotation quarter does not span (most of them when a "
-            "model's width exceeds that quarter's sentences: about 217 of SmolLM2's 576), "
-            "directions and scales come from the same rows, so the smallest are too narrow "
-            "and held-out sentences look extreme along them. A heavy-tailed density pays less "
-            "for that, so the held-out log-likelihood difference favours the logistic and t "
-            "mixtures (SmolLM2: +438 nats per sentence, +9 under v1's arbitrary basis); the "
-            "verdict rests on the AUROC, which ranks sentences scored by one detector alike."
+            "Directions the direction quarter does not span (about 217 of SmolLM2's 576, "
+            "more for wider models) are left out for every family: an anomaly that lives only "
+            "there is missed by all three detectors alike."
         ),
         (
-            "The interval resamples the test pairs given the fitted detectors: it does not "
-            "include the variation from refitting on other training sentences (averaging "
-            "over the 5 folds reduces it)."
+            "The refits are resampled with replacement from only 3, which estimates their "
+            "variance with a factor 2/3 too small; the notes list the three refits' effects."
+        ),
+        (
+            "Calibrated at one layer of planted streams whose principal directions are "
+            "the coordinates (per-dimension scales log-normal, sd 1): heavy-tailed "
+            "coordinates of equal scale have no principal axes, and their projections are "
+            "nearly Gaussian, so no product-density detector gains there."
         ),
     ),
 )
@@ -146,10 +153,10 @@ def chosen_layers(n_layers: int, k: int) -> np.ndarray:
     return np.unique(np.round(np.linspace(0, n_layers - 1, min(k, n_layers))).astype(int))
 
 
-def _folds(subjects: list[str], max_folds: int) -> list[list[str]]:
-    # Fixed permutation: the folds (and so the fits) do not move with --lm-seed, which
-    # changes only the bootstrap.
-    order = np.random.default_rng(0).permutation(len(subjects))
+def _folds(subjects: list[str], max_folds: int, refit: int) -> list[list[str]]:
+    # Seeded by the refit, not by --lm-seed: the fits do not move with --lm-seed, which
+    # changes only the bootstrap (and each refit's fits are cached).
+    order = np.random.default_rng(refit).permutation(len(subjects))
     parts = np.array_split(order, min(max_folds, len(subjects)))
     return [[subjects[i] for i in part] for part in parts]
 
@@ -192,13 +199,15 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
                 "sentences: there is nothing to detect anomalies in",
             ),
         )
-    folds = _folds(subjects, int(th["max_folds"]))
+    n_r = int(th["refits"])
+    folds = [_folds(subjects, int(th["max_folds"]), r) for r in range(n_r)]
     families = (GAUSS, HEAVY, T)
 
     def fit_folds() -> dict[str, np.ndarray]:
         cells: dict[str, np.ndarray] = {}
-        for i, fold in enumerate(folds):
-            cells |= _run_fold(evidence, pairs, kinds, types, layers, fold, i, th)
+        for r, refit_folds in enumerate(folds):
+            for i, fold in enumerate(refit_folds):
+                cells |= _run_fold(evidence, pairs, kinds, types, layers, fold, (r, i), th)
         return cells
 
     # The folds' fits and scores are not resampled, so they are cached: a warm run only
@@ -215,41 +224,50 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
     cells = evidence.cached_arrays("anomaly-detector", fields, fit_folds)
     weights = _pair_weights(pairs, kinds, int(th["bootstrap_resamples"]), evidence.seed)
 
-    # auc[f, l, family, type] and its resamples; ll[f, l, family] likewise.
-    n_f, n_l, n_t, n_b = len(folds), len(layers), len(types), weights.shape[0]
-    auc = np.full((n_f, n_l, len(families), n_t), np.nan)
-    auc_b = np.full((n_f, n_l, len(families), n_t, n_b), np.nan)
-    ll = np.zeros((n_f, n_l, len(families)))
-    ll_b = np.zeros((n_f, n_l, len(families), n_b))
-    explained = np.zeros((n_f, n_l))
-    iterations, directions = [], []
-    for f in range(n_f):
-        sizes, negatives = cells[f"f{f}.sizes"], cells[f"f{f}.negatives"]
+    # auc[r, f, l, family, type] and its resamples; ll[r, f, l, family] likewise.
+    n_f, n_l, n_t, n_b = len(folds[0]), len(layers), len(types), weights.shape[0]
+    auc = np.full((n_r, n_f, n_l, len(families), n_t), np.nan)
+    auc_b = np.full((n_r, n_f, n_l, len(families), n_t, n_b), np.nan)
+    ll = np.zeros((n_r, n_f, n_l, len(families)))
+    ll_b = np.zeros((n_r, n_f, n_l, len(families), n_b))
+    explained = np.zeros((n_r, n_f, n_l))
+    iterations, capped, directions = [], 0, []
+    for r, f in np.ndindex(n_r, n_f):
+        prefix = f"r{r}.f{f}"
+        sizes, negatives = cells[f"{prefix}.sizes"], cells[f"{prefix}.negatives"]
         for li in range(n_l):
-            explained[f, li] = cells[f"f{f}.l{li}.explained"]
-            directions.append(int(cells[f"f{f}.l{li}.n_directions"]))
+            explained[r, f, li] = cells[f"{prefix}.l{li}.explained"]
+            directions.append(int(cells[f"{prefix}.l{li}.n_directions"]))
             for fi in range(len(families)):
-                cell = f"f{f}.l{li}.m{fi}"
+                cell = f"{prefix}.l{li}.m{fi}"
                 iterations.append(int(cells[f"{cell}.n_iter"]))
+                capped += int(cells[f"{cell}.capped"])
                 sums, counts = cells[f"{cell}.ll_sum"], cells[f"{cell}.ll_count"]
-                ll[f, li, fi] = sums.sum() / counts.sum()
-                ll_b[f, li, fi] = (weights @ sums) / (weights @ counts)
+                ll[r, f, li, fi] = sums.sum() / counts.sum()
+                ll_b[r, f, li, fi] = (weights @ sums) / (weights @ counts)
                 for ti in range(n_t):
                     if f"{cell}.u{ti}" not in cells:
                         continue  # this fold has no anomalies of the type
-                    u, pos = cells[f"{cell}.u{ti}"], cells[f"f{f}.positives{ti}"]
-                    auc[f, li, fi, ti] = u.sum() / (sizes[pos].sum() * sizes[negatives].sum())
-                    auc_b[f, li, fi, ti] = anomaly.weighted_auroc(
+                    u, pos = cells[f"{cell}.u{ti}"], cells[f"{prefix}.positives{ti}"]
+                    auc[r, f, li, fi, ti] = u.sum() / (sizes[pos].sum() * sizes[negatives].sum())
+                    auc_b[r, f, li, fi, ti] = anomaly.weighted_auroc(
                         u, sizes[pos], sizes[negatives], weights[:, pos], weights[:, negatives]
                     )
 
     fam = {name: i for i, name in enumerate(families)}
-    auc_fold, auc_fold_b = np.nanmean(auc, axis=0), np.nanmean(auc_b, axis=0)  # (l, fam, t)
+    # Each resample also redraws the refits (with replacement), so the interval holds the
+    # variation from other folds, splits and EM starts as well as from other pairs.
+    draws = np.random.default_rng([evidence.seed, 1]).integers(0, n_r, (n_b, n_r))
+    auc_r = np.nanmean(auc, axis=1)  # (r, l, fam, t): folds averaged
+    auc_fold = auc_r.mean(axis=0)
+    auc_fold_b = _redraw(np.nanmean(auc_b, axis=1), draws)  # (l, fam, t, b)
     d_auc = auc_fold[:, fam[HEAVY]] - auc_fold[:, fam[GAUSS]]  # (l, t)
     d_auc_b = auc_fold_b[:, fam[HEAVY]] - auc_fold_b[:, fam[GAUSS]]  # (l, t, b)
-    ll_fold, ll_fold_b = ll.mean(axis=0), ll_b.mean(axis=0)  # (l, fam), (l, fam, b)
+    ll_fold, ll_fold_b = ll.mean(axis=(0, 1)), _redraw(ll_b.mean(axis=1), draws)
     d_ll = ll_fold[:, fam[HEAVY]] - ll_fold[:, fam[GAUSS]]
     d_ll_b = ll_fold_b[:, fam[HEAVY]] - ll_fold_b[:, fam[GAUSS]]
+    # The refits' spread alone, beside the interval: how much refitting moves the effect.
+    refit_effects = np.nanmean(auc_r[:, :, fam[HEAVY]] - auc_r[:, :, fam[GAUSS]], axis=(1, 2))
 
     effect = float(np.nanmean(d_auc))
     pooled_b = np.nanmean(d_auc_b, axis=(0, 1))
@@ -257,13 +275,7 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
     ll_effect, ll_ci = float(d_ll.mean()), _percentile(d_ll_b.mean(axis=0))
     p_greater = float((1 + np.sum(pooled_b <= 0)) / (n_b + 1))
     margin = th["auroc_margin"]
-    if ci[0] > 0 and ll_ci[0] > 0:
-        verdict = Verdict.SUPPORTED
-    elif ci[1] < 0 or -margin < ci[0] <= 0 <= ci[1] < margin:
-        # Worse, or equivalent: the interval holds 0 and lies within the margin.
-        verdict = Verdict.REFUTED
-    else:
-        verdict = Verdict.INCONCLUSIVE
+    verdict = decide(ci, ll_ci, margin)
 
     tables = _tables(layers, types, families, auc_fold, d_auc, d_auc_b, ll_fold, d_ll, d_ll_b)
     t_delta = float(np.nanmean(auc_fold[:, fam[T]] - auc_fold[:, fam[GAUSS]]))
@@ -283,11 +295,15 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
         ),
         f"Student-t (df {th['t_df']:g}) mixture beside (not in the verdict): AUROC minus "
         f"Gaussian's {t_delta:+.4f}, held-out log-likelihood minus Gaussian's {t_ll:+.3f}",
-        f"layers {', '.join(map(str, layers))} of {evidence.n_layers}; {len(folds)} folds of "
+        f"layers {', '.join(map(str, layers))} of {evidence.n_layers}; {n_f} folds of "
         f"subjects; {int(np.median(directions))} directions modelled (median), the top "
         f"{int(th['n_projections'])} (3-component mixtures) carry {explained.mean():.0%} of "
         f"the training variance; EM on them ran {int(np.median(iterations))} iterations "
-        f"(median, budget {int(th['em_iterations'])})",
+        f"(median; to a gain below {th['em_tolerance']:g} nats per row in every direction, "
+        f"budget {int(th['em_iterations'])}: {capped} of the fits' directions hit it)",
+        f"{n_r} refits (fold permutations, sentence splits and EM starts) gave AUROC "
+        "differences " + ", ".join(f"{e:+.4f}" for e in refit_effects) + "; the interval "
+        "resamples them with the pairs",
         "random-token inputs are not in the evidence (no extra extraction), so not tested",
     ) + (
         (f"layers {', '.join(map(str, flat))} left out: every sentence has the same vector",)
@@ -305,6 +321,24 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
         notes=notes,
         tables=tables,
     )
+
+
+def decide(
+    auroc_ci: tuple[float, float], loglik_ci: tuple[float, float], margin: float
+) -> Verdict:
+    """SUPPORTED: both gains' lower bounds above 0; REFUTED: the AUROC gain is negative, or
+    equivalent to 0 (its interval holds 0 and lies within +-margin); else INCONCLUSIVE."""
+    if auroc_ci[0] > 0 and loglik_ci[0] > 0:
+        return Verdict.SUPPORTED
+    if auroc_ci[1] < 0 or -margin < auroc_ci[0] <= 0 <= auroc_ci[1] < margin:
+        return Verdict.REFUTED
+    return Verdict.INCONCLUSIVE
+
+
+def _redraw(per_refit: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """Resample b of ``per_refit`` (r, ..., b): the mean over the refits ``draws[b]``."""
+    picked = per_refit[draws, ..., np.arange(draws.shape[0])[:, None]]  # (b, r, ...)
+    return np.moveaxis(np.nanmean(picked, axis=1), 0, -1)
 
 
 def _percentile(values: np.ndarray) -> tuple[float, float]:
@@ -334,12 +368,13 @@ def _run_fold(
     types: list[str],
     layers: np.ndarray,
     held_out: list[str],
-    fold: int,
+    fold: tuple[int, int],
     th: dict,
 ) -> dict[str, np.ndarray]:
-    """Fit and score every layer of one fold: named arrays ``f<fold>.l<layer>.m<family>.*``
-    (per-pair log-likelihood sums and counts, U statistics per anomaly type) and the fold's
-    pair roles ``f<fold>.sizes``, ``.negatives``, ``.positives<type>``."""
+    """Fit and score every layer of one fold (refit r, fold f): named arrays
+    ``r<r>.f<f>.l<layer>.m<family>.*`` (per-pair log-likelihood sums and counts, U
+    statistics per anomaly type, EM iterations) and the fold's pair roles
+    ``r<r>.f<f>.sizes``, ``.negatives``, ``.positives<type>``."""
     rng = np.random.default_rng(fold)
     n_pairs = len(pairs)
     rotation_rows, train_rows, test_rows, test_group = [], [], [], []
@@ -368,14 +403,14 @@ def _run_fold(
         for ti, t in enumerate(types)
     }
     local = np.full(n_pairs, -1)
-    prefix = f"f{fold}"
+    prefix = f"r{fold[0]}.f{fold[1]}"
     out = {f"{prefix}.sizes": sizes, f"{prefix}.negatives": negatives} | {
         f"{prefix}.positives{ti}": pos for ti, pos in positives.items()
     }
     resid = evidence.resid
     for li, layer in enumerate(layers):
         block = np.asarray(resid[layer], dtype=np.float64)
-        projection = anomaly.split_projection(block[rotation], block[train])
+        projection = anomaly.split_projection(block[rotation], block[train], rest=False)
         out[f"{prefix}.l{li}.explained"] = np.float64(
             (projection.sd[: int(th["n_projections"])] ** 2).sum() / (projection.sd**2).sum()
         )
@@ -389,12 +424,17 @@ def _run_fold(
                 int(th["em_iterations"]),
                 df=float(th["t_df"]),
                 projection=projection,
+                tol=float(th["em_tolerance"]),
+                start=np.random.default_rng([*fold, li, fi]),
             )
             loglik = detector.logpdf(block[test])
             score = -loglik
             neg_mask = np.isin(group, negatives)
             cell = f"{prefix}.l{li}.m{fi}"
             out[f"{cell}.n_iter"] = np.int64(detector.head.n_iter)
+            out[f"{cell}.capped"] = np.int64(
+                detector.head.capped + (detector.tail.capped if detector.tail else 0)
+            )
             out[f"{cell}.ll_sum"] = np.bincount(
                 group[neg_mask], weights=loglik[neg_mask], minlength=n_pairs
             )
@@ -471,67 +511,113 @@ def _tables(
 test_heavy_tailed_mixture_beats_gmm = claim_test(SPEC, evaluate)
 
 
-# Calibration at the reports' sizes (docs/calibration.md): the anomalous attributes' sentences
-# spread wider than the normal ones (an anomaly the write-up's heavy tails should help with).
-# One layer (the claim averages over up to 6). Under a heavy-tailed (t3) bulk the logistic
-# detector should win; under a Gaussian bulk the Gaussian mixture is the right model and a
-# SUPPORTED verdict is a false positive.
-SPREAD = 1.4
+# Calibration at the reports' sizes (docs/calibration.md). One layer (the claim averages over
+# up to 6). Two kinds of anomaly: the anomalous attributes' sentences spread wider than the
+# normal ones, or shifted off them along one direction per attribute. Under a heavy-tailed
+# (t3) bulk the logistic detector should win; under a Gaussian bulk the Gaussian mixture is
+# the right model and a SUPPORTED verdict is a false positive. The Gaussian nulls' anomalies
+# are milder than the truths' (a 1.4x spread over 576 Gaussian coordinates is found with AUROC
+# 1.000 by both detectors, which leaves no room for a difference either way).
+SPREAD, SPREAD_NULL, SHIFT = 1.4, 1.05, 4.0
+# Per-dimension scales spread wide enough (log-sd 1) that the principal directions are the
+# coordinates: i.i.d. heavy-tailed coordinates of equal scale have no preferred axes, and
+# their projections on the (arbitrary) principal directions are sums of many coordinates,
+# nearly Gaussian, so a "t3 bulk" of equal scales is no heavy-tailed truth for a detector
+# that works in principal directions.
+SPECTRUM = Nuisances(scale_sigma=1.0)
 
 
-def spread_anomalies(data, resid: np.ndarray, rng: np.random.Generator) -> None:
-    """Sentences of the anomalous attributes spread SPREAD x wider about the normal
+def _anomalous(data) -> np.ndarray:
+    return np.array([_anomaly_type(a) is not None for a in data.frame["attribute"]])
+
+
+def spread_anomalies(data, resid: np.ndarray, rng: np.random.Generator, factor: float) -> None:
+    """Sentences of the anomalous attributes spread ``factor`` x wider about the normal
     sentences' per-dimension mean, at every layer."""
-    kinds = [_anomaly_type(a) for a in data.frame["attribute"]]
-    odd = np.array([k is not None for k in kinds])
+    odd = _anomalous(data)
     for layer in resid:
         centre = layer[~odd].mean(axis=0)
-        layer[odd] = centre + SPREAD * (layer[odd] - centre)
+        layer[odd] = centre + factor * (layer[odd] - centre)
 
 
-_ANOMALY = {"edit": spread_anomalies, "edit_params": {"spread_anomalies": SPREAD}}
+def shift_anomalies(data, resid: np.ndarray, rng: np.random.Generator) -> None:
+    """Each anomalous attribute's sentences shifted by SHIFT normal-sentence sds along one
+    random direction of its own (the same at every layer)."""
+    attributes = data.frame["attribute"].to_numpy()
+    odd = _anomalous(data)
+    for attribute in sorted(set(attributes[odd])):
+        direction = rng.standard_normal(resid.shape[-1])
+        direction /= np.linalg.norm(direction)
+        rows = attributes == attribute
+        for layer in resid:
+            layer[rows] += SHIFT * layer[~odd].std(axis=0).mean() * direction
+
+
+def _spread(factor: float) -> dict:
+    def edit(data, resid: np.ndarray, rng: np.random.Generator) -> None:
+        spread_anomalies(data, resid, rng, factor)
+
+    return {"edit": edit, "edit_params": {"spread_anomalies": factor}}
+
+
+_SHIFT = {"edit": shift_anomalies, "edit_params": {"shift_anomalies": SHIFT}}
 CALIBRATION = (
     planted(
         "t3 bulk, anomalies 1.4x wider",
         True,
-        "t3 coordinates; Japanese, Spanish, upper-case sentences spread 1.4x",
+        "t3 coordinates, per-dim log-scale sd 1; Japanese, Spanish, upper case spread 1.4x",
         Base("t3", n_layers=1),
-        **_ANOMALY,
+        SPECTRUM,
+        **_spread(SPREAD),
     ),
     planted(
-        "gaussian bulk, anomalies 1.4x wider",
+        "gaussian bulk, anomalies 1.05x wider",
         False,
-        "normal coordinates, same anomalies: the Gaussian mixture is the right model",
+        "normal coordinates, per-dim log-scale sd 1, anomalies spread 1.05x: the Gaussian "
+        "mixture is the right model",
         Base("normal", n_layers=1),
-        **_ANOMALY,
+        SPECTRUM,
+        **_spread(SPREAD_NULL),
+    ),
+    planted(
+        "t3 bulk, anomalies shifted",
+        True,
+        f"t3, per-dim log-scale sd 1; each anomalous attribute shifted {SHIFT:g} sd along "
+        "its own direction",
+        Base("t3", n_layers=1),
+        SPECTRUM,
+        **_SHIFT,
+    ),
+    planted(
+        "gaussian bulk, anomalies shifted",
+        False,
+        f"normal, per-dim log-scale sd 1; each anomalous attribute shifted {SHIFT:g} sd",
+        Base("normal", n_layers=1),
+        SPECTRUM,
+        **_SHIFT,
+    ),
+    planted(
+        "t3 bulk, 1536 dims (rows << dims), anomalies 1.4x wider",
+        True,
+        "t3, per-dim log-scale sd 1, d_model 1536: ~360 rotation rows per fold",
+        Base("t3", n_layers=1, d_model=1536),
+        SPECTRUM,
+        **_spread(SPREAD),
     ),
     planted(
         "t3 bulk with nuisances, anomalies 1.4x wider",
         True,
-        "t3; per-dim log-scale sd 0.15, offsets 0.2, crossed effects 0.3/0.3/0.2; anomalies 1.4x",
+        "t3; per-dim log-scale sd 1, offsets 0.2, crossed effects 0.3/0.3/0.2; anomalies 1.4x",
         Base("t3", n_layers=1),
-        REALISTIC,
-        **_ANOMALY,
-        known_miss=(
-            "With the realistic nuisances the logistic detector's gain on a t3 bulk is gone: "
-            "REFUTED in 27 of the first 30 reps (within the +-0.01 equivalence margin, which "
-            "is wider than the gain; issue 20 asks for a margin the detector's power "
-            "justifies)."
-        ),
+        replace(REALISTIC, scale_sigma=1.0),
+        **_spread(SPREAD),
     ),
     planted(
-        "gaussian bulk with nuisances and massive dims, anomalies 1.4x wider",
+        "gaussian bulk with nuisances and massive dims, anomalies 1.05x wider",
         False,
-        "normal; the same nuisances, 3 massive dims; anomalies 1.4x",
+        "normal; the same nuisances, 3 massive dims; anomalies 1.05x",
         Base("normal", n_layers=1),
-        replace(REALISTIC, massive_dims=3),
-        **_ANOMALY,
-        known_miss=(
-            "SUPPORTED in 30 of the first 30 reps. The crossed effects make every direction a "
-            "mixture of 120 Gaussian centroids (and massive dims add far clusters), heavier "
-            "tailed than one Gaussian component, so the logistic detector really is the "
-            "better one here: a SUPPORTED verdict says the logistic detector wins on that "
-            "stream, not that the stream's bulk is logistic, which is the write-up's reason."
-        ),
+        replace(REALISTIC, scale_sigma=1.0, massive_dims=3),
+        **_spread(SPREAD_NULL),
     ),
 )

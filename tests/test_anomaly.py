@@ -170,15 +170,36 @@ def test_claim_supported_on_planted_heavy_tails(tmp_path):
 
 
 def test_claim_not_supported_on_planted_gaussians(tmp_path):
+    # At this toy size the interval is wider than the +-0.001 equivalence margin, so an
+    # honest null reads REFUTED (worse) or INCONCLUSIVE, never SUPPORTED.
     result = _evaluate(tmp_path, {"japanese": (0.0, 1.4), "spanish": (0.0, 1.4)}, "normal")
-    assert result.verdict is Verdict.REFUTED, result.notes
+    assert result.verdict is not Verdict.SUPPORTED, result.notes
+    assert result.ci[0] < 0
     assert "logistic - Gaussian: -" in result.notes[1]  # Gaussian fits held-out text better
 
 
-def test_claim_refuted_as_equivalent_on_a_null(tmp_path):
-    # Anomalies drawn exactly as normal text: both detectors sit at AUROC 0.5.
+@pytest.mark.parametrize(
+    ("auroc_ci", "loglik_ci", "verdict"),
+    [
+        ((0.001, 0.003), (0.1, 0.2), Verdict.SUPPORTED),
+        ((0.001, 0.003), (-0.1, 0.2), Verdict.INCONCLUSIVE),  # better AUROC, fit not better
+        ((-0.003, -0.001), (0.1, 0.2), Verdict.REFUTED),  # worse
+        ((-0.0009, 0.0009), (-0.1, 0.2), Verdict.REFUTED),  # equivalent within +-0.001
+        ((-0.0009, 0.0011), (-0.1, 0.2), Verdict.INCONCLUSIVE),  # reaches past the margin
+        ((-0.002, 0.004), (0.1, 0.2), Verdict.INCONCLUSIVE),
+    ],
+)
+def test_decision_rule(auroc_ci, loglik_ci, verdict):
+    assert _claim().decide(auroc_ci, loglik_ci, 0.001) is verdict
+
+
+def test_claim_not_supported_on_an_exact_null(tmp_path):
+    # Anomalies drawn exactly as normal text: both detectors sit at AUROC 0.5. At this toy
+    # size the interval is wider than the equivalence margin (the production-size null rows
+    # in docs/calibration.md test that branch), so REFUTED or INCONCLUSIVE.
     result = _evaluate(tmp_path, {"japanese": (0.0, 1.0), "spanish": (0.0, 1.0)}, "logistic")
-    assert result.verdict is Verdict.REFUTED, result.notes
+    assert result.verdict is not Verdict.SUPPORTED, result.notes
+    assert result.ci[0] <= 0 <= result.ci[1]
     assert abs(result.effect) < 0.01
     per_type = result.tables["per_type"]
     assert np.all(np.abs(per_type["auroc_gaussian"] - 0.5) < 0.05)
@@ -208,3 +229,54 @@ def test_a_warm_run_reuses_the_fits_and_gives_the_same_result(tmp_path, monkeypa
     reseeded = _claim().evaluate(synthetic.evidence(data, acts, tmp_path, seed=7))
     assert reseeded.effect == cold.effect  # the fits, so the point estimate, are shared
     assert reseeded.ci != cold.ci  # the bootstrap is not
+
+
+def test_em_runs_each_column_to_its_own_tolerance():
+    """A column whose components overlap needs far more iterations than a separated one;
+    a stop on the summed gain would leave it short. Each column stops on its own gain, and
+    a budget too small for the slow column is counted in ``capped``."""
+    rng = np.random.default_rng(4)
+    separated = _planted("gaussian", 800, columns=1, seed=4)[:, 0]
+    overlapping = np.concatenate([rng.normal(0, 1, 600), rng.normal(0.8, 1.3, 200)])
+    x = np.c_[separated, overlapping]
+    fit = anomaly.fit_mixture(x, "gaussian", k=3, n_iter=5000, tol=1e-9)
+    assert fit.capped == 0
+    longer = anomaly.fit_mixture(x, "gaussian", k=3, n_iter=20000, tol=1e-12)
+    assert longer.train_loglik - fit.train_loglik < 1e-3
+    short = anomaly.fit_mixture(x, "gaussian", k=3, n_iter=20, tol=1e-9)
+    assert short.capped >= 1 and short.n_iter == 20
+
+
+def test_random_starts_reach_the_same_likelihood():
+    x = _planted("logistic", 3000, columns=2, seed=8)
+    fits = [
+        anomaly.fit_mixture(x, "logistic", k=3, start=np.random.default_rng(s))
+        for s in range(3)
+    ]
+    lls = [f.train_loglik for f in fits]
+    assert max(lls) - min(lls) < 0.01
+    assert not np.allclose(fits[0].locs, fits[1].locs, rtol=0, atol=1e-12)
+
+
+def test_split_projection_without_rest_keeps_only_the_spanned_directions():
+    """rest=False: only the directions the rotation rows span (30 rows span 29), scaled on
+    the scale rows, so no direction's scale comes from the rows that chose it."""
+    rng = np.random.default_rng(9)
+    spread = np.geomspace(4, 0.2, 60)
+    a, b = (rng.normal(size=(n, 60)) * spread for n in (30, 400))
+    projection = anomaly.split_projection(a, b, rest=False)
+    assert projection.sd.size == 29
+    centred = a - a.mean(axis=0)
+    inside = projection.components @ np.linalg.pinv(centred) @ centred
+    np.testing.assert_allclose(inside, projection.components, atol=1e-8)
+    np.testing.assert_allclose(projection.transform(b).std(axis=0, ddof=1), 1.0)
+
+
+def test_refit_redraw_averages_the_drawn_refits():
+    redraw = _claim()._redraw
+    per_refit = np.arange(3 * 2 * 4, dtype=float).reshape(3, 2, 4)  # (r, x, b)
+    draws = np.array([[0, 0, 0], [2, 2, 2], [0, 1, 2], [1, 1, 0]])
+    out = redraw(per_refit, draws)
+    assert out.shape == (2, 4)
+    for b, drawn in enumerate(draws):
+        np.testing.assert_allclose(out[:, b], per_refit[drawn, :, b].mean(axis=0))

@@ -37,8 +37,9 @@ class Mixture:
     locs: np.ndarray
     scales: np.ndarray
     df: float  # t's degrees of freedom (fixed, not fitted); unused by the other families
-    n_iter: int  # EM iterations run
+    n_iter: int  # EM iterations run by the slowest column
     train_loglik: float  # mean log-likelihood per training row (summed over projections)
+    capped: int = 0  # columns that used the whole iteration budget without converging
 
     @property
     def n_parameters(self) -> int:
@@ -107,17 +108,25 @@ def fit_mixture(
     x: np.ndarray,
     family: str,
     k: int = 3,
-    n_iter: int = 200,
+    n_iter: int = 2000,
     df: float = 3.0,
-    tol: float = 1e-7,
+    tol: float = 1e-6,
+    start: np.random.Generator | None = None,
 ) -> Mixture:
     """Fit one K-component mixture per column of ``x`` (n, m) by EM, all columns at once.
 
-    Deterministic start (no seed): locations at the (j + 0.5) / K quantiles of each column,
-    equal weights, scales giving each component a standard deviation of sd / K. At most
-    ``n_iter`` iterations; stops earlier when the mean training log-likelihood per row
-    improves by less than ``tol``. Scales are floored at 1e-3 sd of their column so a
-    component cannot collapse onto a single value.
+    Start: equal weights, scales giving each component a standard deviation of sd / K,
+    locations at the (j + 0.5) / K quantiles of each column, or with ``start`` at a random
+    quantile within each of the K strata (j + u) / K (a different start per refit).
+
+    Each column runs until its mean training log-likelihood per row improves by less than
+    ``tol`` nats in one iteration, or ``n_iter`` iterations (``capped`` counts the columns
+    that hit that budget). Why per column and not on the sum: the sum over many columns
+    stops when the fast ones have converged and leaves the slow ones short, and the slow
+    ones are not the same for every family (a 3-component EM on overlapping components can
+    need thousands of iterations), so a shared stop would compare unequally converged fits.
+    Scales are floored at 1e-3 sd of their column so a component cannot collapse onto a
+    single value.
     """
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; choose from {', '.join(FAMILIES)}")
@@ -135,32 +144,40 @@ def fit_mixture(
     if np.any(sd <= 0):
         raise InsufficientDataError("a column of the data is constant; its mixture is undefined")
     per_scale = _SD_PER_SCALE.get(family, np.sqrt(df / (df - 2)) if df > 2 else 1.0)
-    mu = np.quantile(x, (np.arange(k) + 0.5) / k, axis=0).T  # (m, k)
+    offsets = np.full((m, k), 0.5) if start is None else start.uniform(size=(m, k))
+    levels = (np.arange(k)[None] + offsets) / k
+    mu = np.stack([np.quantile(x[:, j], levels[j]) for j in range(m)])  # (m, k)
     s = np.repeat((sd / k / per_scale)[:, None], k, axis=1)
     w = np.full((m, k), 1.0 / k)
     floor = 1e-3 * sd[:, None]
     # The t and logistic scale updates divide by c * N_k with c = 1 and 2 (see module doc).
     c = 2.0 if family == "logistic" else 1.0
-    previous = -np.inf
-    iterations = 0
-    while iterations < n_iter:
-        iterations += 1
-        joint = _log_joint(x, family, w, mu, s, df)
-        ll = _logsumexp_last(joint)[:, :, None]
-        current = float(ll.sum() / n)
-        if current - previous < tol:
-            break
-        previous = current
-        r = np.exp(joint - ll)  # responsibilities (n, m, k)
-        z = (x[:, :, None] - mu[None]) / s[None]
+    previous = np.full(m, -np.inf)
+    runs = np.zeros(m, dtype=int)
+    active = np.arange(m)
+    while active.size:
+        xa = x[:, active]
+        joint = _log_joint(xa, family, w[active], mu[active], s[active], df)
+        ll = _logsumexp_last(joint)
+        current = ll.mean(axis=0)
+        going = (current - previous[active] >= tol) & (runs[active] < n_iter)
+        previous[active] = current
+        if not going.all():
+            active, xa, joint, ll = active[going], xa[:, going], joint[:, going], ll[:, going]
+            if not active.size:
+                break
+        runs[active] += 1
+        r = np.exp(joint - ll[:, :, None])  # responsibilities (n, m_active, k)
+        z = (xa[:, :, None] - mu[active][None]) / s[active][None]
         rw = r * _omega(z, family, df)
         nk = np.maximum(r.sum(axis=0), 1e-300)
-        w = np.maximum(nk / n, 1e-300)
-        mu = (rw * x[:, :, None]).sum(axis=0) / np.maximum(rw.sum(axis=0), 1e-300)
-        dev = x[:, :, None] - mu[None]
-        s = np.maximum(np.sqrt((rw * dev * dev).sum(axis=0) / (c * nk)), floor)
+        w[active] = np.maximum(nk / n, 1e-300)
+        mu[active] = (rw * xa[:, :, None]).sum(axis=0) / np.maximum(rw.sum(axis=0), 1e-300)
+        dev = xa[:, :, None] - mu[active][None]
+        s[active] = np.maximum(np.sqrt((rw * dev * dev).sum(axis=0) / (c * nk)), floor[active])
     final = float(_logsumexp_last(_log_joint(x, family, w, mu, s, df)).sum() / n)
-    return Mixture(family, w, mu, s, float(df), iterations, final)
+    capped = int(np.sum(runs >= n_iter))
+    return Mixture(family, w, mu, s, float(df), int(runs.max()), final, capped)
 
 
 @dataclass(frozen=True)
@@ -201,7 +218,10 @@ def pca_projection(train: np.ndarray, m: int | None = None, rel_tol: float = 1e-
 
 
 def split_projection(
-    rotation_rows: np.ndarray, scale_rows: np.ndarray, rel_tol: float = 1e-5
+    rotation_rows: np.ndarray,
+    scale_rows: np.ndarray,
+    rel_tol: float = 1e-5,
+    rest: bool = True,
 ) -> Projection:
     """Principal directions from ``rotation_rows`` (the ones those rows span, by decreasing
     variance), then the principal directions of ``scale_rows`` in the rest of the space;
@@ -233,8 +253,9 @@ def split_projection(
     mean = b.mean(axis=0)
     centred = b - mean
     along_span = centred @ span.T
-    rest = centred - along_span @ span
-    _, rest_sv, rest_vt = np.linalg.svd(rest, full_matrices=False)
+    remainder = centred - along_span @ span if rest else centred[:, :0]
+    _, rest_sv, rest_vt = np.linalg.svd(remainder, full_matrices=False)
+    rest_vt = rest_vt if rest else np.zeros((0, centred.shape[1]))
     # The rest's sd along its own directions; its rows of rank beyond the rest's are rounding
     # noise (~1e-16 of the largest sd) that may point anywhere, the span included, and the
     # filter below drops them.
@@ -284,9 +305,11 @@ def fit_detector(
     family: str,
     head: int = 16,
     k: int = 3,
-    n_iter: int = 100,
+    n_iter: int = 2000,
     df: float = 3.0,
     projection: Projection | None = None,
+    tol: float = 1e-6,
+    start: np.random.Generator | None = None,
 ) -> Detector:
     """Fit a Detector on ``train`` (n, d); pass ``projection`` to share one PCA between
     families. Why all directions and not only the top ones: an input unlike the training
@@ -296,8 +319,8 @@ def fit_detector(
     projection = projection if projection is not None else pca_projection(train, None)
     z = projection.transform(train)
     m = min(head, z.shape[1])
-    head_fit = fit_mixture(z[:, :m], family, k, n_iter, df)
-    tail_fit = fit_mixture(z[:, m:], family, 1, n_iter, df) if z.shape[1] > m else None
+    head_fit = fit_mixture(z[:, :m], family, k, n_iter, df, tol, start)
+    tail_fit = fit_mixture(z[:, m:], family, 1, n_iter, df, tol) if z.shape[1] > m else None
     return Detector(projection, head_fit, tail_fit)
 
 
