@@ -323,9 +323,7 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
     )
 
 
-def decide(
-    auroc_ci: tuple[float, float], loglik_ci: tuple[float, float], margin: float
-) -> Verdict:
+def decide(auroc_ci: tuple[float, float], loglik_ci: tuple[float, float], margin: float) -> Verdict:
     """SUPPORTED: both gains' lower bounds above 0; REFUTED: the AUROC gain is negative, or
     equivalent to 0 (its interval holds 0 and lies within +-margin); else INCONCLUSIVE."""
     if auroc_ci[0] > 0 and loglik_ci[0] > 0:

@@ -250,8 +250,7 @@ def test_em_runs_each_column_to_its_own_tolerance():
 def test_random_starts_reach_the_same_likelihood():
     x = _planted("logistic", 3000, columns=2, seed=8)
     fits = [
-        anomaly.fit_mixture(x, "logistic", k=3, start=np.random.default_rng(s))
-        for s in range(3)
+        anomaly.fit_mixture(x, "logistic", k=3, start=np.random.default_rng(s)) for s in range(3)
     ]
     lls = [f.train_loglik for f in fits]
     assert max(lls) - min(lls) < 0.01
