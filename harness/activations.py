@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.config import DEFAULT_CACHE_DIR
 from harness.dataset import Dataset, DatasetError
 from harness.extraction import ActivationSet
 
@@ -450,7 +451,7 @@ def export(
     out: Path | str,
     dataset_path: Path | str | None = None,
     settings: Any = None,
-    cache_dir: Path | str = ".lmclaims-cache",
+    cache_dir: Path | str = DEFAULT_CACHE_DIR,
     sentences_per_pair: int | None = None,
     progress: Any = None,
 ) -> StoredSet:

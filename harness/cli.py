@@ -139,21 +139,32 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _extract_arguments(parser: argparse.ArgumentParser) -> None:
-    from harness.config import DTYPES, PROCESSING_MODES, TOKEN_MODES
+    from harness.config import (
+        DEFAULT_CACHE_DIR,
+        DTYPES,
+        EXTRACTION_DEFAULTS,
+        PROCESSING_MODES,
+        TOKEN_MODES,
+    )
+
+    defaults = EXTRACTION_DEFAULTS
 
     parser.add_argument("--model", required=True, help="registered name, HF id or local folder")
     parser.add_argument("--out", required=True, help="new folder for the activation set")
     parser.add_argument("--dataset", default=None, help="sentences (default: shipped set)")
-    parser.add_argument("--tokens", default="seed", choices=TOKEN_MODES)
+    parser.add_argument("--tokens", default=defaults.tokens, choices=TOKEN_MODES)
     parser.add_argument(
-        "--token-reservoir", type=int, default=64, help="token vectors kept per pair (all)"
+        "--token-reservoir",
+        type=int,
+        default=defaults.reservoir,
+        help="token vectors kept per pair (all)",
     )
-    parser.add_argument("--processing", default="tl-compat", choices=PROCESSING_MODES)
-    parser.add_argument("--dtype", default="float32", choices=DTYPES, help="weights' dtype")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--processing", default=defaults.processing, choices=PROCESSING_MODES)
+    parser.add_argument("--dtype", default=defaults.dtype, choices=DTYPES, help="weights' dtype")
+    parser.add_argument("--device", default=defaults.device, help="cpu, cuda, cuda:N or mps")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--sentences-per-pair", type=int, default=None)
-    parser.add_argument("--cache-dir", default=".lmclaims-cache", help="cache folder or fsspec URL")
+    parser.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help="cache folder or fsspec URL")
 
 
 def extract_set(args: argparse.Namespace) -> int:

@@ -13,6 +13,17 @@ BASELINE_MODES = ("compare", "update", "off")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
+# Every option's default lives here (the settings dataclasses below hold the rest); the
+# pytest options, the ``lmclaims`` commands and ``activations.export`` read them.
+DEFAULT_MODELS = "smollm2-135m"
+DEFAULT_FAMILIES = "study"
+DEFAULT_CACHE_DIR = ".lmclaims-cache"
+DEFAULT_REPORT_ROOT = "reports"
+DEFAULT_BASELINE_DIR = "baselines"
+DEFAULT_BASELINE = "compare"
+DEFAULT_SEED = 0
+
+
 class ConfigError(ValueError):
     """A setting that cannot be used; the message says which and what is allowed."""
 
@@ -77,8 +88,8 @@ class RunConfig:
     report_dir: Path
     cache_dir: Path
     baseline_dir: Path
-    baseline: str = "compare"
-    seed: int = 0
+    baseline: str = DEFAULT_BASELINE
+    seed: int = DEFAULT_SEED
     sentences_per_pair: int | None = None
     # Activation-set folders (docs/activation-format.md) evaluated beside ``models``.
     activation_sets: tuple[str, ...] = ()
@@ -135,3 +146,6 @@ def check_output_dir(path: Path | str, option: str) -> None:
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ConfigError(f"unknown {name} {value!r}; choose one of: {', '.join(allowed)}")
+
+
+EXTRACTION_DEFAULTS = ExtractionSettings()

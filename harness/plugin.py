@@ -15,6 +15,14 @@ from harness import baseline, models
 from harness.claim import ClaimResult, ClaimSpec
 from harness.config import (
     BASELINE_MODES,
+    DEFAULT_BASELINE,
+    DEFAULT_BASELINE_DIR,
+    DEFAULT_CACHE_DIR,
+    DEFAULT_FAMILIES,
+    DEFAULT_MODELS,
+    DEFAULT_REPORT_ROOT,
+    DEFAULT_SEED,
+    EXTRACTION_DEFAULTS,
     PROCESSING_MODES,
     TOKEN_MODES,
     ConfigError,
@@ -28,23 +36,32 @@ from harness.evidence import Evidence
 from harness.progress import ProgressFactory, tqdm_bar
 from harness.stats.distributions import FamilyError, resolve_families
 
+_EXTRACTION = EXTRACTION_DEFAULTS
 _OPTIONS: list[tuple[str, str, str | None]] = [
     # (name, help, ini default)
-    ("models", "comma-separated models: registered names, HF ids or local folders", "smollm2-135m"),
+    ("models", "comma-separated models: registered names, HF ids or local folders", DEFAULT_MODELS),
     ("dataset", "sentence dataset (.jsonl, .csv or the seed's .json); default: shipped set", None),
-    ("tokens", f"token selection: {', '.join(TOKEN_MODES)}", "seed"),
-    ("token-reservoir", "token vectors kept per subject/attribute pair with --lm-tokens all", "64"),
-    ("processing", f"model processing: {', '.join(PROCESSING_MODES)}", "tl-compat"),
-    ("families", "distribution families: names or the sets study, core, all", "study"),
+    ("tokens", f"token selection: {', '.join(TOKEN_MODES)}", _EXTRACTION.tokens),
+    (
+        "token-reservoir",
+        "token vectors kept per subject/attribute pair with --lm-tokens all",
+        str(_EXTRACTION.reservoir),
+    ),
+    ("processing", f"model processing: {', '.join(PROCESSING_MODES)}", _EXTRACTION.processing),
+    ("families", "distribution families: names or the sets study, core, all", DEFAULT_FAMILIES),
     ("report-dir", "directory for this run's report (default <report root>/<models>)", None),
-    ("report-root", "parent directory of run reports", "reports"),
-    ("cache-dir", "activation and table cache directory", ".lmclaims-cache"),
-    ("baseline", f"baseline mode: {', '.join(BASELINE_MODES)}", "compare"),
-    ("baseline-dir", "directory of stored baselines", "baselines"),
-    ("seed", "seed for resampling (bootstraps, permutation tests) only", "0"),
-    ("batch-size", "sentences per forward pass", "32"),
-    ("device", "torch device for extraction: cpu, cuda, cuda:N, mps", "cpu"),
-    ("dtype", "model weights' dtype: float32, bfloat16, float16 (stored float32)", "float32"),
+    ("report-root", "parent directory of run reports", DEFAULT_REPORT_ROOT),
+    ("cache-dir", "activation and table cache directory", DEFAULT_CACHE_DIR),
+    ("baseline", f"baseline mode: {', '.join(BASELINE_MODES)}", DEFAULT_BASELINE),
+    ("baseline-dir", "directory of stored baselines", DEFAULT_BASELINE_DIR),
+    ("seed", "seed for resampling (bootstraps, permutation tests) only", str(DEFAULT_SEED)),
+    ("batch-size", "sentences per forward pass", str(_EXTRACTION.batch_size)),
+    ("device", "torch device for extraction: cpu, cuda, cuda:N, mps", _EXTRACTION.device),
+    (
+        "dtype",
+        "model weights' dtype: float32, bfloat16, float16 (stored float32)",
+        _EXTRACTION.dtype,
+    ),
     ("threads", "torch threads for extraction (default: all cores; 1 on a busy machine)", None),
     ("sentences-per-pair", "use a seeded subset of N sentences per subject/attribute pair", None),
     ("claims", "comma-separated claim ids to run (default: every collected claim)", None),
@@ -55,9 +72,6 @@ _OPTIONS: list[tuple[str, str, str | None]] = [
         None,
     ),
 ]
-
-
-_DEFAULT_MODELS = next(default for name, _, default in _OPTIONS if name == "models")
 
 
 @dataclass(frozen=True)
@@ -164,7 +178,7 @@ def build_run_config(config: pytest.Config) -> RunConfig:
         str(_path(config, p.strip())) for p in (get("lm_activations") or "").split(",") if p.strip()
     )
     models_value = get("lm_models")
-    if sets and config.getoption("lm_models") is None and models_value == _DEFAULT_MODELS:
+    if sets and config.getoption("lm_models") is None and models_value == DEFAULT_MODELS:
         models_value = ""  # with activation sets, the default model joins only when named
     # Named twice, run once.
     model_names = tuple(
