@@ -3,15 +3,11 @@ systematically on both sides of the primary distribution (the write-up's central
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
-
 from harness.calibration import planted
 from harness.claim import ClaimResult, ClaimSpec, Verdict, claim_test
-from harness.evidence import Evidence
+from harness.evidence import ATTRIBUTION_REMOVED_DIMS, Evidence
 from harness.planted import REALISTIC, Base, Nuisances, SideModes
 from harness.stats import attribution
-from harness.stats.geometry import top_energy_dims
 from harness.stats.inference import crossed_bootstrap_mean
 
 SPEC = ClaimSpec(
@@ -59,7 +55,7 @@ SPEC = ClaimSpec(
         "top_k": attribution.TOP_K,
         "outlier_dim_share": attribution.OUTLIER_DIM_SHARE,
         "most": 0.5,  # "systematically": more than half the samples
-        "removed_dims": 3,
+        "removed_dims": ATTRIBUTION_REMOVED_DIMS,
         "bootstrap_resamples": 2000,
     },
     source_numbers={
@@ -90,58 +86,11 @@ SPEC = ClaimSpec(
 )
 
 EFFECT_NAME = "share of samples (pair x layer) with mixture modes on both sides"
-_FINDER_KEYS = (
-    "bandwidth",
-    "grid_step",
-    "reach",
-    "merge",
-    "min_rel_prominence",
-    "min_dimensions",
-    "excess_alpha",
-    "top_k",
-    "outlier_dim_share",
-)
-
-
-def mode_table(evidence: Evidence, spec: ClaimSpec = SPEC) -> pd.DataFrame:
-    """One row per (layer, pair): mixture and outlier-dimension mode counts per side, far
-    groups, and the mixture counts after the layer's top-energy dimensions are removed."""
-    th = spec.thresholds
-    finder = {k: th[k] for k in _FINDER_KEYS}
-    finder["top_k"] = int(finder["top_k"])
-
-    def compute() -> pd.DataFrame:
-        rows = []
-        pairs = evidence.pairs
-        for layer in range(evidence.n_layers):
-            block = np.asarray(evidence.resid[layer], dtype=np.float64)
-            removed = top_energy_dims(block, int(th["removed_dims"]))
-            for pair, sentence_rows in zip(pairs["pair"], pairs["rows"], strict=True):
-                sample = block[np.asarray(sentence_rows)]
-                found = attribution.attribute_modes(sample, **finder)
-                without = attribution.attribute_modes(sample, **finder, drop_dims=removed)
-                rows.append(
-                    {
-                        "layer": layer,
-                        "pair": pair,
-                        "left_mixture": found.count("left"),
-                        "right_mixture": found.count("right"),
-                        "left_outlier_dim": found.count("left", "outlier-dimension"),
-                        "right_outlier_dim": found.count("right", "outlier-dimension"),
-                        "far_groups": sum(m.far for m in found.modes),
-                        "left_mixture_without_top": without.count("left"),
-                        "right_mixture_without_top": without.count("right"),
-                    }
-                )
-        return pd.DataFrame(rows)
-
-    fields = spec.cache_fields(mode_table, attribution)
-    return evidence.cached_table("attributed-modes", fields, compute)
 
 
 def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
     th = spec.thresholds
-    table = mode_table(evidence, spec)
+    table = evidence.attributed_modes
     both = (table["left_mixture"] > 0) & (table["right_mixture"] > 0)
     any_kind = ((table["left_mixture"] + table["left_outlier_dim"]) > 0) & (
         (table["right_mixture"] + table["right_outlier_dim"]) > 0

@@ -17,12 +17,13 @@ import numpy as np
 import pandas as pd
 
 from harness import __version__, models
-from harness.cache import Cache, key_for
+from harness.cache import Cache, key_for, source_fingerprint
 from harness.config import RunConfig
 from harness.dataset import Dataset
 from harness.extraction import ActivationSet
 from harness.progress import ProgressFactory, tqdm_bar
-from harness.stats import distributions
+from harness.stats import attribution, distributions
+from harness.stats.geometry import top_energy_dims
 
 # Seed of the derived tables' own subsampling (fit starts on a subsample): fixed, because
 # --lm-seed must change the resampled quantities (bootstraps, permutations) and nothing else.
@@ -201,6 +202,58 @@ class Evidence:
             return pd.concat(parts, ignore_index=True)
 
         return self.cached_table("modes", {"kde": "scott*4.5, 1000 points"}, compute)
+
+    @functools.cached_property
+    def attributed_modes(self) -> pd.DataFrame:
+        """One row per (layer, pair): secondary modes in bulk units (``stats.attribution``
+        at its defaults), counted per side as mixture or outlier-dimension modes, far-tail
+        groups, and the mixture counts again without the layer's highest-energy dimensions
+        (ATTRIBUTION_REMOVED_DIMS)."""
+
+        def compute() -> pd.DataFrame:
+            rows = []
+            with self.progress(self.n_layers, f"attributed modes {self.model}", "layer") as bar:
+                for layer in range(self.n_layers):
+                    block = self.layer(layer).astype(np.float64)
+                    removed = top_energy_dims(block, ATTRIBUTION_REMOVED_DIMS)
+                    for pair, sentence_rows in zip(
+                        self.pairs["pair"], self.pairs["rows"], strict=True
+                    ):
+                        sample = block[np.asarray(sentence_rows)]
+                        if not np.ptp(sample) > 0:
+                            continue  # a constant sample has no modes (as in ``modes``)
+                        found = attribution.attribute_modes(sample)
+                        without = attribution.attribute_modes(sample, drop_dims=removed)
+                        rows.append(_attributed_row(layer, int(pair), found, without))
+                    bar.update(1)
+            return pd.DataFrame(rows)
+
+        fields = {
+            "code": source_fingerprint(attribution, _attributed_row),
+            "removed_dims": ATTRIBUTION_REMOVED_DIMS,
+        }
+        return self.cached_table("attributed-modes", fields, compute)
+
+
+# The attributed-mode table also counts mixture modes without each layer's 3 highest-energy
+# dimensions: a mode that vanishes with them belonged to those few coordinates.
+ATTRIBUTION_REMOVED_DIMS = 3
+
+
+def _attributed_row(
+    layer: int, pair: int, found: attribution.ModeAttribution, without: attribution.ModeAttribution
+) -> dict[str, Any]:
+    return {
+        "layer": layer,
+        "pair": pair,
+        "left_mixture": found.count("left"),
+        "right_mixture": found.count("right"),
+        "left_outlier_dim": found.count("left", "outlier-dimension"),
+        "right_outlier_dim": found.count("right", "outlier-dimension"),
+        "far_groups": sum(m.far for m in found.modes),
+        "left_mixture_without_top": without.count("left"),
+        "right_mixture_without_top": without.count("right"),
+    }
 
 
 def _rank_one(
