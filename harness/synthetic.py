@@ -271,6 +271,7 @@ def mode_count_activations(
     sampler: Sampler | str = "logistic",
     d_model: int = 256,
     seed: int = 0,
+    dims_per_mode: int = 1,
 ) -> ActivationSet:
     """Activations with a planted number of secondary modes left and right of the bulk.
 
@@ -278,7 +279,9 @@ def mode_count_activations(
     ``pair_rows`` order): at that layer, the pair's sentences put one coordinate each at
     -positions[0], ..., -positions[k-1] (left) and +positions[...] (right), plus
     N(0, jitter) noise; different modes use different coordinates, the same in every
-    sentence, as real outlier dimensions. The bulk is ``sampler``.
+    sentence, as real outlier dimensions (``dims_per_mode`` coordinates per mode: 1 makes
+    outlier-dimension modes, 10 or more mixture modes in ``stats.attribution``'s terms).
+    The bulk is ``sampler``.
 
     Why positions 20 and 40 and jitter 2 with 256 coordinates and 8 sentences (2,048
     values): the study's KDE bandwidth (4.5 x Scott on the sample's own sd) is then ~1 sd,
@@ -295,7 +298,8 @@ def mode_count_activations(
             f"counts must both be (n_layers, {len(rows_by_pair)}); got {left.shape}, {right.shape}"
         )
     most = int(max(left.max(initial=0), right.max(initial=0)))
-    if most > len(positions) or int(left.max(initial=0) + right.max(initial=0)) > d_model:
+    needed = int(left.max(initial=0) + right.max(initial=0)) * dims_per_mode
+    if most > len(positions) or needed > d_model:
         raise ValueError(f"a count of {most} needs at least {most} positions and coordinates")
     if min(left.min(initial=0), right.min(initial=0)) < 0:
         raise ValueError("counts must be >= 0")
@@ -308,8 +312,10 @@ def mode_count_activations(
         for pair, rows in enumerate(rows_by_pair):
             offsets = [-p for p in positions[: left[layer, pair]]]
             offsets += list(positions[: right[layer, pair]])
-            for coordinate, offset in enumerate(offsets):
-                block[rows, coordinate] = offset + rng.normal(0.0, jitter, len(rows))
+            for k, offset in enumerate(offsets):
+                block[np.ix_(rows, range(k * dims_per_mode, (k + 1) * dims_per_mode))] = (
+                    offset + rng.normal(0.0, jitter, (len(rows), dims_per_mode))
+                )
         resid[layer] = block
     meta = {
         "model": "synthetic-mode-counts",
@@ -320,6 +326,7 @@ def mode_count_activations(
         "right_counts": right.tolist(),
         "positions": list(positions),
         "jitter": jitter,
+        "dims_per_mode": dims_per_mode,
         "sampler": sampler if isinstance(sampler, str) else repr(sampler),
     }
     return ActivationSet(resid, np.full(len(data), 8), meta)

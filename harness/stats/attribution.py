@@ -153,7 +153,8 @@ def attribute_modes(
         bandwidth=bandwidth,
         grid=(-reach, reach),
         grid_points=points,
-        prominence_frac=0.0,
+        # Not 0: the FFT's rounding makes peaks of ~1e-17 of the maximum where no value is.
+        prominence_frac=1e-9,
         distance=max(1, round(merge / grid_step)),
     )
     grid, density = summary.grid, summary.density
@@ -250,11 +251,14 @@ def _kde_modes(
 
 
 def _excess_pvalue(u: np.ndarray, position: float, merge: float, n_core: int) -> float:
-    """P(Poisson >= n_core) where the mean is the core's count predicted by its flanks: the
-    mean count of the two windows of the same width on either side of the core."""
+    """P(Poisson >= n_core) where the mean is the core's count predicted by its flanks, the
+    two windows of the same width on either side of the core."""
     left = np.count_nonzero((u >= position - 3 * merge) & (u < position - merge))
     right = np.count_nonzero((u > position + merge) & (u <= position + 3 * merge))
-    expected = max((left + right) / 2, 0.5)  # an empty flank still allows a stray value
+    # The geometric mean: exact for an exponentially falling tail, and a mode beside the bulk
+    # (whose inner flank lies in the bulk's own flank) is judged by both flanks, not the
+    # bulk's. An empty flank counts as half a value.
+    expected = float(np.sqrt(max(left, 0.5) * max(right, 0.5)))
     return float(stats.poisson.sf(n_core - 1, expected))
 
 
