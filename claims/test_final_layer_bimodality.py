@@ -26,7 +26,7 @@ STUDY_MODELS = ("gpt2", "gpt2-medium", "gpt2-large", "pythia-160m", "pythia-410m
 
 SPEC = ClaimSpec(
     id="final-layer-bimodality",
-    version=1,
+    version=2,
     caveats=(
         (
             "Bandwidth: Silverman's rule on robustly scaled samples, not the study's 4.5 x Scott "
@@ -69,20 +69,28 @@ SPEC = ClaimSpec(
         "over pairs: the final layer has one sample per pair, so "
         "the pair bootstrap is the ordinary bootstrap of a proportion, whose percentile "
         "interval collapses to a point at share 0 or 1, the expected cases here (it is "
-        "reported beside). A layer is bimodal when the CI's lower bound exceeds 0.5, "
-        "unimodal when its upper bound is below 0.5. No per-sample significance test "
+        "reported beside). The KDE's grid is fixed in bulk units, -10 to +10 robust sd "
+        "(version 1 spanned the 0.1-99.9 % quantiles, which one massive coordinate, 0.17 % "
+        "of a sample's values, stretched until the peak distance merged the two modes); "
+        "values beyond it are left out of the KDE and counted. The write-up's 'bimodal "
+        "layer' is a layer most of whose pairs are symmetric bimodal: per layer, the share "
+        "of symmetric-bimodal pairs with an exact interval at level 1 - 0.05 / L "
+        "(Bonferroni over the L layers); a layer is bimodal when its lower bound exceeds "
+        "0.5, not bimodal when its upper bound is below 0.5. No per-sample significance test "
         "(mixture likelihood ratio, Silverman's critical bandwidth): the values of one "
         "sample are not independent (the same coordinates recur in every sentence) and at "
         "150k values any bump is 'significant', so bimodality is judged by effect size and "
-        "the model's decision by the pairs. SUPPORTED when the final layer is as the study "
-        "says for the model (bimodal for pythia-160m, unimodal for every other model), "
-        "REFUTED when it is shown to be the opposite, INCONCLUSIVE otherwise or with fewer "
-        "than 4 pairs. Every other layer's share is reported; a bimodal one is noted."
+        "the model's decision by the pairs. The whole statement is decided: for pythia-160m, "
+        "SUPPORTED when the final layer is bimodal and every other layer is shown not to "
+        "be, REFUTED when the final layer is shown not bimodal or another layer is bimodal; "
+        "for every other model, SUPPORTED when every layer is shown not bimodal, REFUTED "
+        "when some layer is bimodal; INCONCLUSIVE otherwise or with fewer than 4 pairs."
     ),
     multiplicity=(
-        "One test decides: the final layer's share interval. The other layers' shares are "
-        "reported without a verdict (the 'only the final layer' part is not decided), so no "
-        "family of tests is formed."
+        "One interval per layer, each at level 1 - 0.05 / L (Bonferroni over the L layers): "
+        "'some layer is bimodal' is a union of L tests, which the correction holds at 0.05; "
+        "'every layer is not bimodal' is an intersection of them, which needs none (the "
+        "correction only makes it more conservative)."
     ),
     thresholds={
         "min_height_ratio": 0.25,
@@ -95,8 +103,7 @@ SPEC = ClaimSpec(
         "confidence": 0.95,
         "min_pairs": 4,
         "silverman_factor": 0.9,
-        "grid_quantile": 0.001,
-        "grid_pad_bandwidths": 3,
+        "grid_reach": 10.0,  # bulk units: the two modes and their valley lie well inside
     },
     # Every study model is expected to match the study's per-model statement.
     expectations=dict.fromkeys(STUDY_MODELS, Verdict.SUPPORTED),
@@ -109,7 +116,7 @@ SPEC = ClaimSpec(
     },
 )
 
-EFFECT_NAME = "share of final-layer pairs with two major modes"
+EFFECT_NAME = "share of final-layer pairs that are symmetric bimodal"
 
 
 def expected_bimodal(model: str) -> bool:
@@ -202,13 +209,12 @@ def resolving_kde(
     spread = robust_spread(x)
     z = (x - np.median(x)) / spread
     h = thresholds["silverman_factor"] * z.size ** (-1 / 5)
-    q = thresholds["grid_quantile"]
-    lo, hi = np.quantile(z, [q, 1 - q])
-    pad = thresholds["grid_pad_bandwidths"] * h
-    # The grid spans the bulk, not the extremes: a few massive-activation values far out
-    # would otherwise stretch it so that the peak distance (31 of 1000 points) merges the
-    # two main modes; values off the grid still add their kernels to it.
-    return modes.find_modes(z, bandwidth=h, grid=(float(lo - pad), float(hi + pad))), z
+    # The grid is fixed in bulk units: a few massive-activation values far out would
+    # otherwise stretch it so that the peak distance (31 of 1000 points) merges the two
+    # main modes. Values beyond it are left out of the KDE (their kernels would not reach).
+    reach = thresholds["grid_reach"]
+    inner = z[np.abs(z) <= reach]
+    return modes.find_modes(inner, bandwidth=h, grid=(-reach, reach)), inner
 
 
 def density_curves(
@@ -300,17 +306,25 @@ def layer_state(lo: float, hi: float, share: float) -> str:
 
 def per_layer(samples: pd.DataFrame, spec: ClaimSpec = SPEC) -> pd.DataFrame:
     t = spec.thresholds
+    n_layers = samples["layer"].nunique()
+    # Bonferroni over the layers: "some layer is bimodal" is a union of their tests.
+    level = 1 - (1 - t["confidence"]) / n_layers
     rows = []
     for layer, group in samples.groupby("layer"):
         k, n = int(group["bimodal"].sum()), len(group)
         lo, hi = share_interval(k, n, t["confidence"])
+        k_sym = int(group["symmetric"].sum())
+        sym_lo, sym_hi = share_interval(k_sym, n, level)
         rows.append(
             {
                 "layer": int(layer),
                 "share_bimodal": k / n,
                 "ci_lo": lo,
                 "ci_hi": hi,
-                "share_symmetric": float(group["symmetric"].mean()),
+                "share_symmetric": k_sym / n,
+                "symmetric_ci_lo": sym_lo,
+                "symmetric_ci_hi": sym_hi,
+                "state": layer_state(sym_lo, sym_hi, t["share"]),
                 "median_height_ratio": float(group["height_ratio"].median()),
                 # Tiny tail bumps have deep valleys too: count a depth only where the
                 # second mode is major, so the column reads as "how clear a second hump".
@@ -373,35 +387,26 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
         )
     layers = per_layer(samples, spec)
     last = samples[samples["layer"] == final]
-    k, n = int(last["bimodal"].sum()), len(last)
+    k, n = int(last["symmetric"].sum()), len(last)
     share = k / n
-    lo, hi = share_interval(k, n, t["confidence"])
-    state = layer_state(lo, hi, t["share"])
-    if state == "undetermined":
-        verdict = Verdict.INCONCLUSIVE
-    elif (state == "bimodal") == expected:
-        verdict = Verdict.SUPPORTED
-    else:
-        verdict = Verdict.REFUTED
-    # One-sided exact binomial test in the direction the study predicts for this model.
+    final_row = layers[layers["layer"] == final].iloc[0]
+    lo, hi = float(final_row["symmetric_ci_lo"]), float(final_row["symmetric_ci_hi"])
+    verdict, reason = decide_layers(layers, final, expected)
+    # One-sided exact binomial test of the final layer's symmetric share, in the direction
+    # the study predicts for this model.
     pvalue = float(
         stats.binomtest(k, n, t["share"], alternative="greater" if expected else "less").pvalue
     )
     boot = cluster_bootstrap_share(
-        last["bimodal"].to_numpy(), last["pair"].to_numpy(), seed=evidence.seed
+        last["symmetric"].to_numpy(), last["pair"].to_numpy(), seed=evidence.seed
     )
     notes = [
-        expect_note,
-        _final_note(last, k, n, (lo, hi), boot.confidence_interval, state),
-        _other_layers_note(layers, final, t["share"]),
-        _study_kde_note(last, state, t["share"], t["confidence"]),
+        f"{reason} ({expect_note})",
+        _final_note(last, (lo, hi), boot.confidence_interval, str(final_row["state"])),
+        _other_layers_note(layers, final),
+        _study_kde_note(last, t["share"], t["confidence"]),
         *([constant_note] if constant else []),
     ]
-    if verdict == Verdict.INCONCLUSIVE:
-        notes.append(
-            f"the final layer's share {share:.2f} has an exact 95% CI [{lo:.2f}, {hi:.2f}] "
-            f"that includes {t['share']}: neither a bimodal nor a unimodal majority is shown"
-        )
     columns = [
         "subject",
         "attribute",
@@ -434,60 +439,79 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
     )
 
 
+def decide_layers(layers: pd.DataFrame, final: int, expected: bool) -> tuple[Verdict, str]:
+    """The whole statement from the layers' states (bimodal, unimodal, undetermined): for a
+    model expected bimodal, the final layer bimodal and only it; otherwise no layer."""
+    state = dict(zip(layers["layer"], layers["state"], strict=True))
+    others = [layer for layer in state if layer != final]
+    bimodal_others = [layer for layer in others if state[layer] == "bimodal"]
+    if bimodal_others:
+        return Verdict.REFUTED, f"layers {bimodal_others} are bimodal (symmetric)"
+    if expected:
+        if state[final] == "unimodal":
+            return Verdict.REFUTED, "the final layer is shown not to be symmetric bimodal"
+        if state[final] == "bimodal" and all(state[layer] == "unimodal" for layer in others):
+            return Verdict.SUPPORTED, "the final layer is symmetric bimodal and no other layer"
+    else:
+        if state[final] == "bimodal":
+            return Verdict.REFUTED, "the final layer is symmetric bimodal"
+        if all(s == "unimodal" for s in state.values()):
+            return Verdict.SUPPORTED, "every layer is shown not to be symmetric bimodal"
+    undetermined = [layer for layer, s in state.items() if s == "undetermined"]
+    return Verdict.INCONCLUSIVE, f"layers {undetermined} are neither shown bimodal nor not"
+
+
 def _final_note(
     last: pd.DataFrame,
-    k: int,
-    n: int,
     ci: tuple[float, float],
     boot_ci: tuple[float, float],
     state: str,
 ) -> str:
+    n = len(last)
+    k_sym, k_bi = int(last["symmetric"].sum()), int(last["bimodal"].sum())
     bimodal = last[last["bimodal"]]
     shape = ""
     if len(bimodal):
         shape = (
-            f"; among them median height ratio {bimodal['height_ratio'].median():.2f}, valley "
-            f"depth {bimodal['dip_depth'].median():.2f}, lower-side mass "
+            f"; the {k_bi} pairs with two major modes have median height ratio "
+            f"{bimodal['height_ratio'].median():.2f}, valley depth "
+            f"{bimodal['dip_depth'].median():.2f}, lower-side mass "
             f"{bimodal['minor_mass'].median():.2f}, centre offset "
             f"{bimodal['centre_offset'].median():.2f}, separation "
-            f"{bimodal['separation'].median():.2f} robust sd; "
-            f"{int(last['symmetric'].sum())} of {n} pairs symmetric"
+            f"{bimodal['separation'].median():.2f} robust sd"
         )
     return (
-        f"final layer: {k} of {n} pairs have two major modes (share {k / n:.2f}, exact 95% CI "
-        f"[{ci[0]:.2f}, {ci[1]:.2f}], pair-bootstrap CI [{boot_ci[0]:.2f}, {boot_ci[1]:.2f}]): "
-        f"{state}{shape}"
+        f"final layer: {k_sym} of {n} pairs symmetric bimodal (share {k_sym / n:.2f}, exact CI "
+        f"[{ci[0]:.2f}, {ci[1]:.2f}] at the Bonferroni level, pair-bootstrap 95% CI "
+        f"[{boot_ci[0]:.2f}, {boot_ci[1]:.2f}]): {state}; {k_bi} with two major modes{shape}"
     )
 
 
-def _other_layers_note(layers: pd.DataFrame, final: int, share: float) -> str:
+def _other_layers_note(layers: pd.DataFrame, final: int) -> str:
     others = layers[layers["layer"] != final]
     if others.empty:
         return "only one layer: no other layer to compare with the final one"
-    bimodal = others[others["ci_lo"] > share]["layer"].tolist()
-    leaning = others[(others["share_bimodal"] >= share) & (others["ci_lo"] <= share)]
-    if bimodal:
-        text = (
-            f"other layers bimodal (exact CI above {share}): {bimodal}, against the study's "
-            "'the only outlier' (no other layer bimodal)"
-        )
-    else:
-        text = f"none of the {len(others)} other layers is bimodal (no CI above {share})"
-    if len(leaning):
-        unresolved = leaning["layer"].tolist()
-        text += f"; layers with a bimodal majority not resolved by the CI: {unresolved}"
-    return text + f"; highest share among them {others['share_bimodal'].max():.2f}"
+    counts = others["state"].value_counts()
+    text = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("bimodal", "unimodal", "undetermined"))
+    top = others.loc[others["share_symmetric"].idxmax()]
+    return (
+        f"the {len(others)} other layers: {text} (symmetric-bimodal share; highest "
+        f"{top['share_symmetric']:.2f} at layer {int(top['layer'])}; highest share with two "
+        f"major modes {others['share_bimodal'].max():.2f})"
+    )
 
 
-def _study_kde_note(last: pd.DataFrame, state: str, share: float, confidence: float) -> str:
+def _study_kde_note(last: pd.DataFrame, share: float, confidence: float) -> str:
     k = int(last["bimodal_study_kde"].sum())
     lo, hi = share_interval(k, len(last), confidence)
     theirs = layer_state(lo, hi, share)
-    same = "the same decision" if theirs == state else f"a different decision ({theirs})"
+    ours = layer_state(*share_interval(int(last["bimodal"].sum()), len(last), confidence), share)
+    same = "the same" if theirs == ours else f"not the same (ours: {ours})"
     n = float(last["n_values"].median())
     return (
         f"sensitivity, the study's KDE (4.5 x Scott on each sample's sd, its min..max grid): "
-        f"{k} of {len(last)} final-layer pairs bimodal, {same}; at n = {n:.0f} values per "
+        f"{k} of {len(last)} final-layer pairs with two major modes ({theirs}), "
+        f"{same}; at n = {n:.0f} values per "
         f"sample that bandwidth is {modes.BW_FACTOR * n**-0.2:.2f} sd (the claim's: "
         f"{0.9 * n**-0.2:.2f} robust sd), and two equal modes less than about two "
         "bandwidths apart merge into one"
@@ -520,13 +544,14 @@ def split_final_layer(data: Dataset, resid: np.ndarray, rng: np.random.Generator
     resid[SPLIT["layer"]] += (SPLIT["shift"] * signs).astype(resid.dtype)
 
 
-MASSIVE_GRID = (
-    "One massive dim puts 22 of a sample's 12,672 values (0.17%) far out, which stretches the "
-    "KDE grid (0.1-99.9% quantiles) so far that the 31-point peak distance merges two modes "
-    "~1.6 robust sd apart: with massive dims the verdict follows them, not the modes "
-    "(pythia-160m reads REFUTED, any other model SUPPORTED). The rework (issue 19) finds modes "
-    "on a grid in bulk units."
-)
+def split_middle_layer(data: Dataset, resid: np.ndarray, rng: np.random.Generator) -> None:
+    """The final layer split as ``split_final_layer``, and layer 1 of 4 as well."""
+    split_final_layer(data, resid, rng)
+    d = resid.shape[2]
+    signs = np.where(rng.permutation(d) < round(SPLIT["balance"] * d), 1.0, -1.0)
+    resid[1] += (SPLIT["shift"] * signs).astype(resid.dtype)
+
+
 CALIBRATION = (
     planted(
         "pythia-160m: symmetric bimodal final layer",
@@ -558,7 +583,6 @@ CALIBRATION = (
         model="pythia-160m",
         edit=split_final_layer,
         edit_params=SPLIT,
-        known_miss=MASSIVE_GRID,
     ),
     planted(
         "other model: bimodal final layer, massive dims",
@@ -569,7 +593,6 @@ CALIBRATION = (
         replace(REALISTIC, massive_dims=3),
         edit=split_final_layer,
         edit_params=SPLIT,
-        known_miss=MASSIVE_GRID,
     ),
     planted(
         "pythia-160m: unimodal, all nuisances",
@@ -592,6 +615,16 @@ CALIBRATION = (
         replace(REALISTIC, scale_sigma=0.3),
         SIDE_HUMPS,
         model="pythia-160m",
+    ),
+    planted(
+        "pythia-160m: a middle layer bimodal too",
+        False,
+        "pythia-160m's truth plus layer 1 of 4 split the same way: not 'the only' bimodal layer",
+        FOUR_LAYERS,
+        REALISTIC,
+        model="pythia-160m",
+        edit=split_middle_layer,
+        edit_params=SPLIT | {"also": 1},
     ),
     planted(
         "other model: bimodal final layer",
