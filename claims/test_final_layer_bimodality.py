@@ -90,7 +90,8 @@ SPEC = ClaimSpec(
         "One interval per layer, each at level 1 - 0.05 / L (Bonferroni over the L layers): "
         "'some layer is bimodal' is a union of L tests, which the correction holds at 0.05; "
         "'every layer is not bimodal' is an intersection of them, which needs none (the "
-        "correction only makes it more conservative)."
+        "correction only makes it more conservative). p is the intersection-union p of the "
+        "statement: the largest of the layers' one-sided exact binomial p's."
     ),
     thresholds={
         "min_height_ratio": 0.25,
@@ -392,11 +393,7 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
     final_row = layers[layers["layer"] == final].iloc[0]
     lo, hi = float(final_row["symmetric_ci_lo"]), float(final_row["symmetric_ci_hi"])
     verdict, reason = decide_layers(layers, final, expected)
-    # One-sided exact binomial test of the final layer's symmetric share, in the direction
-    # the study predicts for this model.
-    pvalue = float(
-        stats.binomtest(k, n, t["share"], alternative="greater" if expected else "less").pvalue
-    )
+    pvalue = statement_pvalue(samples, final, expected, t["share"])
     boot = cluster_bootstrap_share(
         last["symmetric"].to_numpy(), last["pair"].to_numpy(), seed=evidence.seed
     )
@@ -459,6 +456,18 @@ def decide_layers(layers: pd.DataFrame, final: int, expected: bool) -> tuple[Ver
             return Verdict.SUPPORTED, "every layer is shown not to be symmetric bimodal"
     undetermined = [layer for layer, s in state.items() if s == "undetermined"]
     return Verdict.INCONCLUSIVE, f"layers {undetermined} are neither shown bimodal nor not"
+
+
+def statement_pvalue(samples: pd.DataFrame, final: int, expected: bool, share: float) -> float:
+    """The p of the whole statement, an intersection-union test: the largest of the layers'
+    one-sided exact binomial p's in the direction the study predicts for each (the final
+    layer's symmetric share above ``share`` for pythia-160m, every other share below)."""
+    worst = 0.0
+    for layer, group in samples.groupby("layer"):
+        k, n = int(group["symmetric"].sum()), len(group)
+        direction = "greater" if (expected and layer == final) else "less"
+        worst = max(worst, float(stats.binomtest(k, n, share, alternative=direction).pvalue))
+    return worst
 
 
 def _final_note(
