@@ -15,6 +15,7 @@ from harness.claim import ClaimResult, ClaimSpec, InsufficientDataError, Verdict
 from harness.dataset import Dataset
 from harness.evidence import Evidence
 from harness.planted import REALISTIC, Base, Nuisances, bulk_unit
+from harness.sources import BEYOND_GAUSSIAN_SIMILARITY_MODELS
 from harness.stats import similarity
 
 NAMED = ("in an angry tone", "in all lower case", "in a childish style")
@@ -22,6 +23,7 @@ N_BOOT = 200
 EFFECT_NAME = "mean rank of the named attributes by mean |D| (1 = most distinctive)"
 
 SPEC = ClaimSpec(
+    study_models=BEYOND_GAUSSIAN_SIMILARITY_MODELS,
     id="distinctive-attributes",
     version=1,
     title="Angry, lower-case and childish attributes are the most distinctive",

@@ -12,12 +12,14 @@ from harness.claim import ClaimResult, ClaimSpec, InsufficientDataError, Verdict
 from harness.dataset import Dataset
 from harness.evidence import Evidence
 from harness.planted import REALISTIC, Base, Nuisances, bulk_unit
+from harness.sources import BEYOND_GAUSSIAN_SIMILARITY_MODELS
 from harness.stats import similarity
 from harness.stats.inference import CrossedMean, crossed_bootstrap_ratio
 
 EFFECT_NAME = "late/early mean |D| (PCA)"
 
 SPEC = ClaimSpec(
+    study_models=BEYOND_GAUSSIAN_SIMILARITY_MODELS,
     id="distinctiveness-shrinks",
     version=2,
     caveats=(

@@ -16,15 +16,16 @@ from harness.claim import ClaimResult, ClaimSpec, Verdict, claim_test
 from harness.dataset import Dataset
 from harness.evidence import Evidence
 from harness.planted import REALISTIC, Base, SideModes, constant
+from harness.sources import BEYOND_GAUSSIAN_MODELS
 from harness.stats import modes
 from harness.stats.inference import cluster_bootstrap_share
 
 # The property the study reports per model; every model not named is expected unimodal
 # ("The only outlier is the final layer of the Pythia-160m model").
 EXPECTED_BIMODAL: dict[str, bool] = {"pythia-160m": True}
-STUDY_MODELS = ("gpt2", "gpt2-medium", "gpt2-large", "pythia-160m", "pythia-410m", "pythia-1b")
 
 SPEC = ClaimSpec(
+    study_models=BEYOND_GAUSSIAN_MODELS,
     id="final-layer-bimodality",
     version=2,
     caveats=(
@@ -107,7 +108,7 @@ SPEC = ClaimSpec(
         "grid_reach": 10.0,  # bulk units: the two modes and their valley lie well inside
     },
     # Every study model is expected to match the study's per-model statement.
-    expectations=dict.fromkeys(STUDY_MODELS, Verdict.SUPPORTED),
+    expectations=dict.fromkeys(BEYOND_GAUSSIAN_MODELS, Verdict.SUPPORTED),
     plots={"final_layer_density": "density"},
     source_numbers={
         "pythia-160m": "final layer 'almost perfectly symmetrically bimodal' (no numbers given)",

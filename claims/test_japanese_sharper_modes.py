@@ -17,6 +17,7 @@ from harness.dataset import Dataset
 from harness.evidence import Evidence
 from harness.extraction import seed_prefix
 from harness.planted import REALISTIC, Base, Nuisances, bulk_unit
+from harness.sources import BEYOND_GAUSSIAN_MODELS
 from harness.stats import modes
 
 # Attribute names that mean "the sentence is in Japanese" (the shipped set and the seed's
@@ -24,6 +25,7 @@ from harness.stats import modes
 JAPANESE = ("in japanese", "japanese")
 
 SPEC = ClaimSpec(
+    study_models=BEYOND_GAUSSIAN_MODELS,
     id="japanese-sharper-modes",
     version=2,
     caveats=(

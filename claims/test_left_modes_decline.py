@@ -20,9 +20,11 @@ from harness.planted import (
     rise_then_cliff,
     rising,
 )
+from harness.sources import BEYOND_GAUSSIAN_MODELS
 from harness.stats.inference import CrossedMean, cluster_slopes, crossed_bootstrap_mean
 
 SPEC = ClaimSpec(
+    study_models=BEYOND_GAUSSIAN_MODELS,
     id="left-modes-decline",
     version=3,
     needs=("activations", "modes"),
@@ -208,6 +210,19 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
         )
     counts = counts_table(evidence)
     parts = Parts(counts, "left_mixture", "right_mixture", t, evidence.seed)
+    bounds = [*parts.left.confidence_interval, *parts.right.confidence_interval]
+    if not np.all(np.isfinite(bounds)):
+        return spec.result(
+            evidence.model,
+            Verdict.INCONCLUSIVE,
+            EFFECT_NAME,
+            n=len(parts.pairs),
+            notes=(
+                f"{counts['subject'].nunique()} subjects and {counts['attribute'].nunique()} "
+                "attributes: a two-way interval over so few is unbounded, so neither part can "
+                "be decided",
+            ),
+        )
     verdict, reason = parts.decide()
     study = Parts(counts, "n_left", "n_right", t, evidence.seed)
     study_verdict, study_reason = study.decide()

@@ -14,11 +14,13 @@ from harness.calibration import planted
 from harness.claim import ClaimResult, ClaimSpec, Verdict, claim_test
 from harness.evidence import TABLE_SEED, Evidence, fit_all
 from harness.planted import REALISTIC, Base
+from harness.sources import BEYOND_GAUSSIAN_MODELS
 from harness.stats.distributions import ENGINE_VERSION, LOGISTIC_FAMILY
 from harness.stats.geometry import zscore_dims
 from harness.stats.inference import CrossedShare, crossed_bootstrap_share
 
 SPEC = ClaimSpec(
+    study_models=BEYOND_GAUSSIAN_MODELS,
     id="logistic-dominance",
     version=3,
     caveats=(

@@ -3,16 +3,22 @@ systematically on both sides of the primary distribution (the write-up's central
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
+
 from harness.calibration import planted
 from harness.claim import ClaimResult, ClaimSpec, Verdict, claim_test
 from harness.evidence import ATTRIBUTION_REMOVED_DIMS, Evidence
 from harness.planted import REALISTIC, Base, Nuisances, SideModes
+from harness.sources import BEYOND_GAUSSIAN_MODELS
 from harness.stats import attribution
 from harness.stats.inference import crossed_bootstrap_mean
 
 SPEC = ClaimSpec(
+    study_models=BEYOND_GAUSSIAN_MODELS,
     id="minor-modes-both-sides",
     version=1,
+    needs=("activations", "modes"),
     title="Minor modes appear systematically on both sides of the primary distribution",
     source="Beyond Gaussian: Language Model Representations and Distributions (seed write-up)",
     quote=(
@@ -115,6 +121,14 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
         seed=evidence.seed,
     )
     lo, hi = result.confidence_interval
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return spec.result(
+            evidence.model,
+            Verdict.INCONCLUSIVE,
+            EFFECT_NAME,
+            n=len(table),
+            notes=(_too_few(per_pair),),
+        )
     if lo > th["most"]:
         verdict = Verdict.SUPPORTED
     elif hi < th["most"]:
@@ -162,6 +176,14 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
         pvalue=result.p_greater,
         notes=notes,
         tables={"per_layer": per_layer},
+    )
+
+
+def _too_few(per_pair: pd.DataFrame) -> str:
+    return (
+        f"{per_pair['subject'].nunique()} subjects and {per_pair['attribute'].nunique()} "
+        "attributes: a two-way interval over so few is unbounded, so the share cannot be "
+        "decided"
     )
 
 

@@ -57,6 +57,10 @@ class ClaimSpec:
     # Result table -> figure kind (harness.figures.KINDS; "none" for no figure). Tables
     # with a layer column that are not named here are drawn as lines.
     plots: Mapping[str, str] = field(default_factory=dict)
+    # The models the source itself measured (registry names, matched case-insensitively on
+    # the last path component): a result on one of them is a replication, on any other
+    # model an extension of the claim beyond its evidence.
+    study_models: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # A bad spec fails where it is written (at import), not at the end of a model run.
@@ -88,6 +92,11 @@ class ClaimSpec:
             "code": source_fingerprint(*code),
         }
 
+    def scope(self, model: str) -> str:
+        """'replication' for a model the source measured, 'extension' for any other."""
+        name = model.strip().rstrip("/").rsplit("/", 1)[-1].lower()
+        return "replication" if name in {m.lower() for m in self.study_models} else "extension"
+
     def result(
         self,
         model: str,
@@ -114,6 +123,7 @@ class ClaimSpec:
             n,
             notes,
             dict(tables or {}),
+            self.scope(model),
         )
 
 
@@ -130,6 +140,7 @@ class ClaimResult:
     n: int
     notes: tuple[str, ...] = ()
     tables: Mapping[str, pd.DataFrame] = field(default_factory=dict)
+    scope: str = "extension"  # or "replication": ClaimSpec.scope
 
     def summary(self) -> str:
         parts = [f"{self.claim_id} on {self.model}: {self.verdict}"]

@@ -23,6 +23,7 @@ from harness.dataset import Dataset
 from harness.extraction import ActivationSet
 from harness.progress import ProgressFactory, tqdm_bar
 from harness.stats import attribution, distributions
+from harness.stats.errors import InsufficientDataError
 from harness.stats.geometry import top_energy_dims
 
 # Seed of the derived tables' own subsampling (fit starts on a subsample): fixed, because
@@ -226,6 +227,8 @@ class Evidence:
                         without = attribution.attribute_modes(sample, drop_dims=removed)
                         rows.append(_attributed_row(layer, int(pair), found, without))
                     bar.update(1)
+            if not rows:
+                raise InsufficientDataError(f"{self.model}: every sample is constant")
             return pd.DataFrame(rows)
 
         fields = {

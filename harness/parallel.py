@@ -111,6 +111,7 @@ def spec_from_json(data: dict[str, Any]) -> ClaimSpec:
     fields["expectations"] = {k: Verdict(v) for k, v in fields["expectations"].items()}
     fields["caveats"] = tuple(fields["caveats"])
     fields["needs"] = tuple(fields["needs"])
+    fields["study_models"] = tuple(fields.get("study_models", ()))
     return ClaimSpec(**fields)
 
 

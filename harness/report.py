@@ -182,7 +182,12 @@ def write(state: LmSession) -> Path:
         calibrated = calibration.rows_for(claim_id, spec.version)
         lines += calibration_lines(calibrated)
         for result in (r for r in state.results if r.claim_id == claim_id):
-            lines += [f"### {result.model}: {result.verdict}", "", result.summary(), ""]
+            lines += [
+                f"### {result.model}: {result.verdict} ({result.scope})",
+                "",
+                result.summary(),
+                "",
+            ]
             lines += [coverage_line(calibrated, _run_settings(state, result.model)), ""]
             lines += [f"- {note}" for note in result.notes] + [""]
             for name, table in result.tables.items():
@@ -297,6 +302,7 @@ def _result_json(result: ClaimResult) -> dict[str, Any]:
         "ci": list(result.ci) if result.ci else None,
         "pvalue": result.pvalue,
         "n": result.n,
+        "scope": result.scope,
         "notes": list(result.notes),
         "tables": {k: v.to_dict(orient="records") for k, v in result.tables.items()},
     }
