@@ -37,7 +37,7 @@ SPEC = ClaimSpec(
         "than their flanks predict (Poisson p < 0.001; heavy tails' chance clusters fail "
         "this). Values beyond 40 units form one far-tail group per side. Each mode is "
         "attributed: the share of its basin's values from its top 3 dimensions; at least "
-        "0.5 makes it an outlier-dimension mode (a few coordinates apart in every sentence), "
+        "0.75 makes it an outlier-dimension mode (a few coordinates apart in every sentence), "
         "below a mixture mode (a component spread over many coordinates). A sample has minor "
         "modes on both sides when it has at least one mixture mode left of the primary and "
         "one right of it. Statistic: per pair, the share of its layers with mixture modes on "

@@ -52,7 +52,10 @@ MIN_DIMENSIONS = 0.5
 # in 4 per side at 9-11 units out) and fail this one.
 EXCESS_ALPHA = 1e-3
 TOP_K = 3
-OUTLIER_DIM_SHARE = 0.5  # top-3 dims hold half the mode's values: an outlier-dim mode
+# Top-3 dims hold three quarters of the mode's values: at most about 4 coordinates make it
+# (an outlier-dimension mode). Not one half: a mode of 10 coordinates whose per-dimension
+# scales differ can split into two peaks of ~5 coordinates each, whose top 3 hold 0.6.
+OUTLIER_DIM_SHARE = 0.75
 
 Kind = Literal["mixture", "outlier-dimension"]
 
