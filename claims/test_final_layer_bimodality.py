@@ -18,6 +18,7 @@ from harness.evidence import Evidence
 from harness.planted import REALISTIC, Base, SideModes, constant
 from harness.sources import BEYOND_GAUSSIAN_MODELS
 from harness.stats import modes
+from harness.stats.attribution import robust_spread
 from harness.stats.inference import cluster_bootstrap_share
 
 # The property the study reports per model; every model not named is expected unimodal
@@ -144,13 +145,6 @@ class Bimodality(NamedTuple):
     centre_offset: float  # |midpoint of the two modes - median| / their distance
     bimodal: bool
     symmetric: bool
-
-
-def robust_spread(x: np.ndarray) -> float:
-    """min(sd, IQR / 1.349): the bulk's width, which a few far values cannot inflate."""
-    sd = float(np.std(x, ddof=1))
-    q1, q3 = np.percentile(x, [25, 75])
-    return min(sd, float(q3 - q1) / 1.3489795003921634) if q3 > q1 else sd
 
 
 def two_main_modes(

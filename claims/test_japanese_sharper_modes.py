@@ -19,6 +19,7 @@ from harness.extraction import seed_prefix
 from harness.planted import REALISTIC, Base, Nuisances, bulk_unit
 from harness.sources import BEYOND_GAUSSIAN_MODELS
 from harness.stats import modes
+from harness.stats.attribution import robust_spread
 
 # Attribute names that mean "the sentence is in Japanese" (the shipped set and the seed's
 # JSON use "in japanese"); matched case-insensitively.
@@ -118,14 +119,6 @@ class Distinctness(NamedTuple):
     n_secondary: int  # secondary modes the peak finder reports
     n_distinct: int  # of those, the ones above the floor
     bandwidth: float  # in the units the samples were compared in
-
-
-def robust_spread(x: np.ndarray) -> float:
-    """Silverman's robust spread min(sd, IQR / 1.349): the bulk's width, which a few far
-    side-mode values cannot inflate as they inflate the sd."""
-    sd = float(np.std(x, ddof=1))
-    q1, q3 = np.percentile(x, [25, 75])
-    return min(sd, float(q3 - q1) / 1.3489795003921634) if q3 > q1 else sd
 
 
 def distinctness(
