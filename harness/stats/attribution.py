@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import pandas as pd
 from scipy import stats
 
 from harness.stats import modes
@@ -93,16 +92,9 @@ class ModeAttribution:
     n_values: int
     modes: tuple[AttributedMode, ...]  # left to right
 
-    def count(self, side: str, kind: Kind | None = "mixture", far: bool = True) -> int:
-        """Modes on ``side`` of ``kind`` (None: any), far-tail groups included if ``far``."""
-        return sum(
-            m.side == side and (kind is None or m.kind == kind) and (far or not m.far)
-            for m in self.modes
-        )
-
-    def table(self) -> pd.DataFrame:
-        columns = [f for f in AttributedMode.__dataclass_fields__]
-        return pd.DataFrame([m.__dict__ for m in self.modes], columns=columns)
+    def count(self, side: str, kind: Kind | None = "mixture") -> int:
+        """Modes (far-tail groups included) on ``side`` of ``kind`` (None: any)."""
+        return sum(m.side == side and (kind is None or m.kind == kind) for m in self.modes)
 
 
 def attribute_modes(
@@ -224,6 +216,7 @@ def _kde_modes(
     # Basin edges: the density minimum between each pair of neighbouring kept peaks.
     valleys = [grid[a + int(np.argmin(density[a : b + 1]))] for a, b in itertools.pairwise(index)]
     edges = np.concatenate([[-np.inf], valleys, [np.inf]])
+    inner_values = u[inner]  # what the KDE saw: the flank test counts the same values
     out = []
     for k, mode in enumerate(peaks):
         if mode is primary:
@@ -235,7 +228,7 @@ def _kde_modes(
         n_core = int((member & core).sum())
         if member.sum() < min_values or n_core < min_values:
             continue
-        if _excess_pvalue(u[inner], mode.position, merge, n_core) >= excess_alpha:
+        if _excess_pvalue(inner_values, mode.position, merge, n_core) >= excess_alpha:
             continue
         out.append(
             _group(
