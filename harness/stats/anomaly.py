@@ -238,7 +238,8 @@ def split_projection(
     the activations moved SmolLM2's AUROC difference by a whole interval width. The scale
     rows' own principal directions there are fixed by the data (at the cost of the bias
     above within that complement). Directions along which ``scale_rows`` do not vary (sd
-    below ``rel_tol`` x the largest) are dropped.
+    below ``rel_tol`` x the largest) are dropped. ``rest=False`` leaves the rest of the
+    space out altogether, so that no direction's scale comes from the rows that chose it.
     """
     a = np.asarray(rotation_rows, dtype=np.float64)
     b = np.asarray(scale_rows, dtype=np.float64)
@@ -253,9 +254,10 @@ def split_projection(
     mean = b.mean(axis=0)
     centred = b - mean
     along_span = centred @ span.T
-    remainder = centred - along_span @ span if rest else centred[:, :0]
-    _, rest_sv, rest_vt = np.linalg.svd(remainder, full_matrices=False)
-    rest_vt = rest_vt if rest else np.zeros((0, centred.shape[1]))
+    if rest:
+        _, rest_sv, rest_vt = np.linalg.svd(centred - along_span @ span, full_matrices=False)
+    else:
+        rest_sv, rest_vt = np.zeros(0), np.zeros((0, centred.shape[1]))
     # The rest's sd along its own directions; its rows of rank beyond the rest's are rounding
     # noise (~1e-16 of the largest sd) that may point anywhere, the span included, and the
     # filter below drops them.
