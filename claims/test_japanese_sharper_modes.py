@@ -14,9 +14,9 @@ from scipy import stats
 from harness.calibration import Edit, Scenario, planted
 from harness.claim import ClaimResult, ClaimSpec, InsufficientDataError, Verdict, claim_test
 from harness.dataset import Dataset
-from harness.evidence import Evidence
+from harness.evidence import Evidence, SelectionUnavailableError
 from harness.extraction import seed_prefix
-from harness.planted import REALISTIC, Base, Nuisances, bulk_unit
+from harness.planted import REALISTIC, Base, Nuisances, bulk_unit, pair_rows
 from harness.sources import BEYOND_GAUSSIAN_MODELS
 from harness.stats import modes
 from harness.stats.attribution import robust_spread
@@ -25,20 +25,31 @@ from harness.stats.attribution import robust_spread
 # JSON use "in japanese"); matched case-insensitively.
 JAPANESE = ("in japanese", "japanese")
 
+# The study's token selection, and the token-matched control: 'last' reads every sentence
+# whole at its final token (sentence-final punctuation in every language of the dataset).
+STUDY_TOKENS = "seed"
+MATCHED_TOKENS = "last"
+
 SPEC = ClaimSpec(
     study_models=BEYOND_GAUSSIAN_MODELS,
     id="japanese-sharper-modes",
-    version=2,
+    version=3,
+    needs=("activations", f"activations:{STUDY_TOKENS}", f"activations:{MATCHED_TOKENS}"),
     caveats=(
         (
-            "Token selection: the study's seed mode cuts the last word at the last space, so "
-            "Japanese sentences (no spaces) keep their last token while others lose it; the "
-            "effect is shown under --lm-tokens last too."
+            "Token selection: the study's 'seed' selection cuts the last word at the last "
+            "space, so Japanese sentences (no spaces) are read whole at their final '。' while "
+            "the others are read at a mid-sentence word. The verdict therefore also needs the "
+            "effect under 'last', which reads every sentence at its final token; evidence read "
+            "from an activation set has no model to extract that selection and stays "
+            "INCONCLUSIVE."
         ),
         (
-            "Japanese sentences tokenize to more tokens; the statistic against token count is "
-            "reported beside, and a token-count effect cannot be separated from a language effect"
-            " with this dataset."
+            "Sentence length is regressed out with a slope fitted across the other attributes' "
+            "pairs; where Japanese pairs are longer than nearly all others (SmolLM2-135M: 62 "
+            "tokens against 20) the slope would be extrapolated and length cannot be separated "
+            "from language: INCONCLUSIVE naming length. The slope is fitted across attributes, "
+            "so another attribute that is both longer and sharper is read as a length effect."
         ),
     ),
     title="Japanese sentences have clearer, more distinct secondary modes",
@@ -52,39 +63,36 @@ SPEC = ClaimSpec(
         "Per sample (all residual coordinates of one subject/attribute pair at one layer) the "
         "distinctness score is the sum of the secondary KDE modes' prominences relative to "
         "the primary's height, counting only modes more prominent than three values stacked "
-        "at one point would make (3 / (n h sqrt(2 pi))): one or two stray coordinates make "
-        "the 1e-4-scale bumps the peak finder keeps, and this floor, unlike a fixed relative "
-        "threshold, follows the sample size n and bandwidth h. A sum, so that more modes and "
-        "taller modes both count and the score is continuous. The samples of one (subject, "
-        "layer) are compared on one footing: each is centred on its median and divided by "
-        "its robust spread min(sd, IQR/1.349), then all are smoothed at one bandwidth (the "
-        "study's 4.5 x Scott factor in those units) on one 1000-point grid (the common range "
-        "padded by 4 bandwidths, so that a cluster at the range's end keeps its peak). Why: "
-        "the study's own-sd bandwidth is widened by a sample's own far modes; a shared "
-        "bandwidth in data units makes a wider bulk's side modes look taller relative to its "
-        "lower primary, and a shared sd-based bandwidth hides the modes when most compared "
-        "samples carry them. J(subject, layer) = score(Japanese) - mean score(other "
-        "attributes); subjects are the units: J is averaged over layers per subject and "
-        "tested by a stratified randomization test: under the null, Japanese is "
-        "exchangeable with the other attributes within each subject, so the null "
-        "distribution of mean J comes from letting each subject's attributes in turn play "
-        "Japanese (all relabelings, or 20,000 seeded draws when there are more than 2^20); "
-        "a signed-rank or t test assumes J symmetric about 0, which J, one sample minus the "
-        "mean of several, is not when scores are skewed. A 95% percentile-bootstrap CI over "
-        "subjects for the mean J. SUPPORTED when p(J > 0) < "
-        "0.05, REFUTED when p(J < 0) < 0.05, INCONCLUSIVE otherwise or with fewer than 4 "
-        "subjects having Japanese and another attribute, NOT_APPLICABLE without a Japanese "
-        "attribute. Reported beside the verdict: early vs late (mean J over the first third "
-        "of layers minus the last third, subject-bootstrap CI); the same test with a shared "
-        "data-unit bandwidth (modes.common_bandwidth); the token-selection confound (under "
-        "'seed' Japanese sentences, having no space, are read whole while others lose their "
-        "last word; '--lm-tokens last' is the control); token counts and their correlation "
-        "with the score across pairs; the bulk's spread, Japanese vs others."
+        "at one point would make (3 / (n h sqrt(2 pi))), so that one or two stray "
+        "coordinates do not count. The samples of one (subject, layer) are compared on one "
+        "footing: each is centred on its median and divided by its robust spread min(sd, "
+        "IQR/1.349), then all are smoothed at one bandwidth (the study's 4.5 x Scott factor "
+        "in those units) on one 1000-point grid (the common range padded by 4 bandwidths). "
+        "J(subject, layer) = score(Japanese) - mean score(other attributes), averaged over "
+        "layers per subject and tested by a stratified randomization test (within each "
+        "subject Japanese is exchangeable with the other attributes under the null). The "
+        "test runs under two token selections of the same sentences: the study's 'seed' "
+        "and the token-matched 'last'. Sentence length, under 'last': each pair's score "
+        "(mean over layers) is regressed on its mean log token count within subjects over "
+        "the non-Japanese pairs (slope b), every pair's score is adjusted by -b (log tokens "
+        "- the subject's mean) and the test repeated; this needs at least half of the "
+        "Japanese pairs inside the other pairs' 5-95% range of mean log tokens (else b would "
+        "be extrapolated). SUPPORTED "
+        "when p(J > 0) < 0.05 under 'seed', under 'last' and length-adjusted under 'last' "
+        "(an intersection-union test: the p shown is the largest of the three); REFUTED "
+        "when p(J < 0) < 0.05 under both selections; otherwise INCONCLUSIVE, the note "
+        "naming the confound that explains the effect (token selection, sentence length) "
+        "or that none was found. Sub-verdict 'clearer in earlier layers': the first third "
+        "of layers' mean J minus the last third's, with a subject-bootstrap 95% CI under "
+        "each selection: SUPPORTED when both CIs lie above 0, REFUTED when both lie below, "
+        "else INCONCLUSIVE. Reported beside: the same test with a shared data-unit "
+        "bandwidth, token counts against scores, the bulk's spread."
     ),
     multiplicity=(
-        "One randomization test on mean J (layers averaged per subject before testing). Early "
-        "versus late, the shared-bandwidth variant and the token controls are reported, not "
-        "tested."
+        "An intersection-union test: the verdict needs all three one-sided tests (two token "
+        "selections and the length-adjusted one) at alpha each, which controls the error at "
+        "alpha without correction (Berger 1982); the sub-verdict likewise needs both "
+        "selections. Shared-bandwidth variant and token counts are reported, not tested."
     ),
     thresholds={
         "alpha": 0.05,
@@ -94,6 +102,9 @@ SPEC = ClaimSpec(
         "bootstrap_resamples": 2000,
         "max_exact_relabelings": 1 << 20,
         "relabel_draws": 20_000,
+        "length_range_lo": 0.05,
+        "length_range_hi": 0.95,
+        "min_length_overlap": 0.5,
     },
     source_numbers={
         "all six models (GPT-2 S/M/L, Pythia 160m/410m/1b)": (
@@ -103,7 +114,10 @@ SPEC = ClaimSpec(
     },
 )
 
-EFFECT_NAME = "mean J (Japanese minus other attributes' secondary-mode distinctness)"
+EFFECT_NAME = (
+    "mean J (Japanese minus other attributes' secondary-mode distinctness) under the "
+    f"token-matched {MATCHED_TOKENS!r} selection"
+)
 
 
 # ------------------------------------------------------------------------------ the score
@@ -319,7 +333,6 @@ def thirds(n_layers: int) -> tuple[list[int], list[int]]:
 
 
 def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
-    alpha = spec.thresholds["alpha"]
     attributes = list(dict.fromkeys(evidence.pairs["attribute"]))
     if not any(is_japanese(a) for a in attributes):
         return spec.result(
@@ -332,23 +345,15 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
                 f"{', '.join(attributes)}); the claim compares Japanese with other attributes",
             ),
         )
-
-    # Seed-independent, so cached: a warm run reads it (KDEs of every sample, ~10 s).
-    fields = spec.cache_fields(sample_scores, modes)
-    scores = evidence.cached_table(
-        "japanese-samples", fields, lambda: sample_scores(evidence, spec)
-    )
-    j = contrasts(scores)
-    per_subject = _per_subject(j, evidence.n_layers)
-    n = len(per_subject)
-    pairs = _pairs(scores, evidence)
+    study = analyse(evidence.under_tokens(STUDY_TOKENS), spec)
+    pairs = _pairs(study.scores, study.evidence)
     tables = {
-        "per_layer": _per_layer(j),
-        "per_subject": per_subject,
+        "per_layer": _per_layer(study.j),
+        "per_subject": study.per_subject,
         "per_attribute": _per_attribute(pairs),
         "pairs": pairs,
     }
-    confounds = _confound_notes(evidence, pairs)
+    n = len(study.per_subject)
     if n < spec.thresholds["min_subjects"]:
         return spec.result(
             evidence.model,
@@ -358,60 +363,298 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
             notes=(
                 f"only {n} subjects have Japanese and at least one other attribute; at least "
                 f"{int(spec.thresholds['min_subjects'])} are needed for a test across subjects",
-                *confounds,
             ),
             tables=tables,
         )
-
-    per_j = per_subject["J"].to_numpy()
-    test = relabel_test(scores, "score", evidence.seed, **_relabel_settings(spec))
-    p_greater, p_less = test.p_greater, test.p_less
-    resamples = int(spec.thresholds["bootstrap_resamples"])
-    ci = bootstrap_mean_ci(per_j, evidence.seed, resamples)
-    # The reported p is always the one against the claim (J > 0), whatever the verdict:
-    # version 1 gave p(J < 0) beside a REFUTED verdict, so a small p meant opposite things.
-    if p_greater < alpha:
-        verdict = Verdict.SUPPORTED
-    elif p_less < alpha:
-        verdict = Verdict.REFUTED
+    try:
+        matched: Selection | None = analyse(evidence.under_tokens(MATCHED_TOKENS), spec)
+    except SelectionUnavailableError as exc:
+        matched, unavailable = None, str(exc)
     else:
-        verdict = Verdict.INCONCLUSIVE
-    pvalue = p_greater
+        unavailable = ""
+    length = None if matched is None else length_control(matched, spec)
 
-    early_late, early_note = _early_late(per_subject, evidence.n_layers, evidence.seed, resamples)
-    tables["early_late"] = early_late
-    jp, other = scores[scores["japanese"]], scores[~scores["japanese"]]
+    alpha = spec.thresholds["alpha"]
+    verdict, reason = decide_verdict(study, matched, length, alpha, unavailable)
+    shown = matched or study
+    per_j = shown.per_subject["J"].to_numpy()
+    tests = [study.test.p_greater]
+    if matched is not None:
+        tests.append(matched.test.p_greater)
+    if length is not None:
+        tests.append(length.test.p_greater if length.test is not None else 1.0)
+    tables["early_late"] = study.early_late
+    selections = [study] if matched is None else [study, matched]
+    if matched is not None:
+        tables["matched_per_layer"] = _per_layer(matched.j)
+        tables["matched_per_subject"] = matched.per_subject
+        tables["matched_early_late"] = matched.early_late
+    tables["selections"] = _selection_table(selections, length)
+    earlier = clearer_early(selections, evidence.n_layers)
+    tables["sub_verdicts"] = pd.DataFrame(
+        [
+            {"part": "Japanese modes clearer (the verdict)", "verdict": str(verdict)},
+            {"part": "clearer in earlier layers", "verdict": str(earlier)},
+        ]
+    )
+    jp, other = study.scores[study.scores["japanese"]], study.scores[~study.scores["japanese"]]
     notes = [
-        f"{int((per_j > 0).sum())} of {n} subjects have J > 0 (J averaged over "
-        f"{evidence.n_layers} layers); randomization test over which attribute is Japanese "
-        f"in each subject ({'all relabelings' if test.exact else 'Monte Carlo'}): one-sided "
-        f"p(J > 0) = {p_greater:.3g}, p(J < 0) = {p_less:.3g}",
-        f"mean distinctness score: Japanese {jp['score'].mean():.3g}, other attributes "
-        f"{other['score'].mean():.3g}; secondary modes above the floor per sample: Japanese "
-        f"{jp['n_distinct'].mean():.2f}, others {other['n_distinct'].mean():.2f}",
-        early_note,
-        _data_units_note(scores, evidence, spec),
-        f"bulk spread (robust sd): Japanese samples' median is "
+        reason,
+        *(_selection_note(s) for s in selections),
+        *(() if length is None else (_length_note(length, spec),)),
+        f"clearer in earlier layers (sub-verdict): {earlier}; "
+        + "; ".join(f"{s.tokens!r}: {s.early_note}" for s in selections),
+        _data_units_note(study.scores, study.evidence, spec),
+        f"bulk spread (robust sd) under {STUDY_TOKENS!r}: Japanese samples' median is "
         f"{jp['spread'].median() / other['spread'].median():.2f} x the others' (the "
         "standardized score does not depend on it; a data-unit bandwidth would)",
-        *confounds,
+        _count_note(pairs),
     ]
-    if test.smallest_p >= alpha:
+    if study.test.smallest_p >= alpha:
         notes.append(
             f"with {n} subjects and these attributes the test cannot reach p < {alpha}: "
-            f"there are only {round(1 / test.smallest_p)} relabelings, so its smallest "
-            f"one-sided p is {test.smallest_p:.3g}"
+            f"there are only {round(1 / study.test.smallest_p)} relabelings, so its "
+            f"smallest one-sided p is {study.test.smallest_p:.3g}"
         )
     return spec.result(
         evidence.model,
         verdict,
-        EFFECT_NAME,
+        EFFECT_NAME if matched is not None else EFFECT_NAME.replace(MATCHED_TOKENS, STUDY_TOKENS),
         n=n,
         effect=float(per_j.mean()),
-        ci=ci,
-        pvalue=pvalue,
+        ci=shown.ci,
+        # The p against the claim: the intersection-union test's, the largest of its parts.
+        pvalue=max(tests),
         notes=tuple(notes),
         tables=tables,
+    )
+
+
+class Selection(NamedTuple):
+    """One token selection's test: scores per sample, J per subject and layer, the
+    randomization test, the subject-bootstrap CI and the early/late comparison."""
+
+    tokens: str
+    evidence: Evidence
+    scores: pd.DataFrame
+    j: pd.DataFrame
+    per_subject: pd.DataFrame
+    test: RelabelTest
+    ci: tuple[float, float]
+    early_late: pd.DataFrame
+    early_note: str
+
+
+def analyse(evidence: Evidence, spec: ClaimSpec = SPEC) -> Selection:
+    """The claim's test on one token selection's evidence."""
+    # Seed-independent, so cached: a warm run reads it (KDEs of every sample, ~10 s).
+    fields = spec.cache_fields(sample_scores, modes)
+    scores = evidence.cached_table(
+        "japanese-samples", fields, lambda: sample_scores(evidence, spec)
+    )
+    j = contrasts(scores)
+    per_subject = _per_subject(j, evidence.n_layers)
+    if per_subject.empty:
+        raise InsufficientDataError("no subject has Japanese and another attribute to compare")
+    resamples = int(spec.thresholds["bootstrap_resamples"])
+    test = relabel_test(scores, "score", evidence.seed, **_relabel_settings(spec))
+    ci = bootstrap_mean_ci(per_subject["J"].to_numpy(), evidence.seed, resamples)
+    early_late, note = _early_late(per_subject, evidence.n_layers, evidence.seed, resamples)
+    return Selection(
+        evidence.config.extraction.tokens,
+        evidence,
+        scores,
+        j,
+        per_subject,
+        test,
+        ci,
+        early_late,
+        note,
+    )
+
+
+# ------------------------------------------------------------------ sentence length
+
+
+class LengthControl(NamedTuple):
+    """The test with sentence length regressed out (under the token-matched selection)."""
+
+    overlap: float  # share of Japanese pairs inside the other pairs' mean-token range
+    slope: float  # score per unit of mean log tokens, across non-Japanese pairs
+    shift: float  # what the slope takes off mean J (b x Japanese's excess log tokens)
+    test: RelabelTest | None  # None: length not separable (too little overlap)
+
+
+def length_control(selection: Selection, spec: ClaimSpec = SPEC) -> LengthControl:
+    """Pair level: each pair's score (mean over layers) against its mean log token count.
+    The slope is fitted within subjects over the non-Japanese pairs only (fitted over all,
+    it would absorb a Japanese effect into "length"), then removed from every pair."""
+    evidence = selection.evidence
+    log_tokens = np.log(np.asarray(evidence.activations.n_tokens, dtype=np.float64))
+    pair_tokens = evidence.pairs.assign(
+        log_tokens=[float(log_tokens[r].mean()) for r in evidence.pairs["rows"]]
+    )[["pair", "log_tokens"]]
+    per_pair = (
+        selection.scores.groupby(["pair", "subject", "japanese"])["score"]
+        .mean()
+        .reset_index()
+        .merge(pair_tokens, on="pair")
+    )
+    japanese, others = per_pair[per_pair["japanese"]], per_pair[~per_pair["japanese"]]
+    lo, hi = np.quantile(
+        others["log_tokens"],
+        [spec.thresholds["length_range_lo"], spec.thresholds["length_range_hi"]],
+    )
+    overlap = float(japanese["log_tokens"].between(lo, hi).mean())
+    x = others["log_tokens"] - others.groupby("subject")["log_tokens"].transform("mean")
+    y = others["score"] - others.groupby("subject")["score"].transform("mean")
+    slope = float((x * y).sum() / (x * x).sum()) if (x * x).sum() > 0 else 0.0
+
+    subjects, shifts = [], []
+    for _, group in per_pair.groupby("subject", sort=False):
+        ja, rest = group[group["japanese"]], group[~group["japanese"]]
+        if ja.empty or rest.empty:
+            continue
+        adjusted = group["score"] - slope * (group["log_tokens"] - group["log_tokens"].mean())
+        subjects.append(
+            np.concatenate([[adjusted[ja.index].mean()], adjusted[rest.index].to_numpy()])
+        )
+        shifts.append(slope * (ja["log_tokens"].mean() - rest["log_tokens"].mean()))
+    separable = overlap >= spec.thresholds["min_length_overlap"]
+    test = (
+        relabel_pvalues(subjects, evidence.seed, **_relabel_settings(spec)) if separable else None
+    )
+    return LengthControl(overlap, slope, float(np.mean(shifts)), test)
+
+
+# ------------------------------------------------------------------------ the verdict
+
+
+def decide_verdict(
+    study: Selection,
+    matched: Selection | None,
+    length: LengthControl | None,
+    alpha: float,
+    unavailable: str = "",
+) -> tuple[Verdict, str]:
+    """The verdict and the reason it gives, from the tests under both token selections and
+    the length-adjusted one (a pure function of them)."""
+    shown_study = f"{study.tokens!r} p(J > 0) = {study.test.p_greater:.3g}"
+    if matched is None:
+        return Verdict.INCONCLUSIVE, (
+            f"token-matched control not run ({unavailable}): the study's selection alone "
+            f"({shown_study}) cannot separate Japanese from the token it is read at"
+        )
+    shown_matched = f"{matched.tokens!r} p(J > 0) = {matched.test.p_greater:.3g}"
+    if study.test.p_less < alpha and matched.test.p_less < alpha:
+        return Verdict.REFUTED, (
+            f"Japanese modes less distinct under both token selections ({study.tokens!r} "
+            f"p(J < 0) = {study.test.p_less:.3g}, {matched.tokens!r} "
+            f"{matched.test.p_less:.3g})"
+        )
+    up_study, up_matched = study.test.p_greater < alpha, matched.test.p_greater < alpha
+    if up_study and not up_matched:
+        return Verdict.INCONCLUSIVE, (
+            f"confound: token selection; the effect under {shown_study} is not significant "
+            f"when every sentence is read at its last token ({shown_matched})"
+        )
+    if up_matched and not up_study:
+        return Verdict.INCONCLUSIVE, (
+            f"significant under {shown_matched} but not under the study's selection ({shown_study})"
+        )
+    if not up_study:
+        return Verdict.INCONCLUSIVE, (
+            f"no significant difference in either direction ({shown_study}, {shown_matched})"
+        )
+    assert length is not None
+    if length.test is None:
+        return Verdict.INCONCLUSIVE, (
+            f"confound: sentence length; significant under both selections ({shown_study}, "
+            f"{shown_matched}), but only {length.overlap:.0%} of Japanese pairs have mean "
+            "token counts inside the other pairs' range, so length cannot be regressed out"
+        )
+    if length.test.p_greater >= alpha:
+        return Verdict.INCONCLUSIVE, (
+            f"confound: sentence length; significant under both selections ({shown_study}, "
+            f"{shown_matched}) but not once length is regressed out (p(J > 0) = "
+            f"{length.test.p_greater:.3g})"
+        )
+    return Verdict.SUPPORTED, (
+        f"significant under both token selections ({shown_study}, {shown_matched}) and with "
+        f"sentence length regressed out (p(J > 0) = {length.test.p_greater:.3g})"
+    )
+
+
+def clearer_early(selections: Sequence[Selection], n_layers: int) -> Verdict:
+    """'Clearer in earlier layers': first-third minus last-third mean J, its CI above 0
+    under every selection (SUPPORTED), below 0 under every one (REFUTED), else
+    INCONCLUSIVE; a single selection (no token-matched control) decides nothing."""
+    if n_layers < 3 or len(selections) < 2:
+        return Verdict.INCONCLUSIVE
+    diffs = [s.early_late.iloc[2] for s in selections]
+    if all(d["ci_lo"] > 0 for d in diffs):
+        return Verdict.SUPPORTED
+    if all(d["ci_hi"] < 0 for d in diffs):
+        return Verdict.REFUTED
+    return Verdict.INCONCLUSIVE
+
+
+def _selection_table(selections: Sequence[Selection], length: LengthControl | None) -> pd.DataFrame:
+    rows = []
+    for s in selections:
+        diff = s.early_late.iloc[2]
+        rows.append(
+            {
+                "test": f"tokens {s.tokens!r}",
+                "mean_J": float(s.per_subject["J"].mean()),
+                "ci_lo": s.ci[0],
+                "ci_hi": s.ci[1],
+                "p_J_greater": s.test.p_greater,
+                "p_J_less": s.test.p_less,
+                "subjects_J_positive": int((s.per_subject["J"] > 0).sum()),
+                "first_minus_last_third": float(diff["mean_J"]),
+            }
+        )
+    if length is not None and length.test is not None:
+        rows.append(
+            {
+                "test": f"tokens {selections[-1].tokens!r}, length regressed out",
+                "mean_J": float(selections[-1].per_subject["J"].mean()) - length.shift,
+                "p_J_greater": length.test.p_greater,
+                "p_J_less": length.test.p_less,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _selection_note(s: Selection) -> str:
+    per_j = s.per_subject["J"].to_numpy()
+    jp, other = s.scores[s.scores["japanese"]], s.scores[~s.scores["japanese"]]
+    return (
+        f"tokens {s.tokens!r}: mean J {per_j.mean():.3g} [95% CI {s.ci[0]:.3g}, "
+        f"{s.ci[1]:.3g}], {int((per_j > 0).sum())} of {len(per_j)} subjects J > 0; "
+        f"randomization test ({'all relabelings' if s.test.exact else 'Monte Carlo'}) "
+        f"p(J > 0) = {s.test.p_greater:.3g}, p(J < 0) = {s.test.p_less:.3g}; mean score "
+        f"Japanese {jp['score'].mean():.3g}, others {other['score'].mean():.3g}; modes above "
+        f"the floor per sample {jp['n_distinct'].mean():.2f} against "
+        f"{other['n_distinct'].mean():.2f}"
+    )
+
+
+def _length_note(length: LengthControl, spec: ClaimSpec) -> str:
+    lo, hi = spec.thresholds["length_range_lo"], spec.thresholds["length_range_hi"]
+    head = (
+        f"sentence length (tokens {MATCHED_TOKENS!r}): {length.overlap:.0%} of Japanese "
+        f"pairs have a mean log token count inside the other pairs' {lo:.0%}-{hi:.0%} range "
+        f"(at least {spec.thresholds['min_length_overlap']:.0%} needed); slope across "
+        f"non-Japanese pairs within subjects {length.slope:.3g} score per unit log tokens, "
+        f"taking {length.shift:.3g} off mean J"
+    )
+    if length.test is None:
+        return head + "; not regressed out (the slope would be extrapolated)"
+    return head + (
+        f"; regressed out: p(J > 0) = {length.test.p_greater:.3g}, p(J < 0) = "
+        f"{length.test.p_less:.3g}"
     )
 
 
@@ -542,37 +785,17 @@ def _shown_rho(pairs: pd.DataFrame) -> str:
     return f"{rho:.2f} (p {p:.2g})"
 
 
-def _confound_notes(evidence: Evidence, pairs: pd.DataFrame) -> tuple[str, ...]:
-    mode = evidence.config.extraction.tokens
+def _count_note(pairs: pd.DataFrame) -> str:
     jp, other = pairs[pairs["japanese"]], pairs[~pairs["japanese"]]
-    if mode == "seed":
-        token_note = (
-            "confound, token selection 'seed' (cut at the last space, read the last token): "
-            f"{jp['share_read_whole_by_seed'].mean():.0%} of Japanese sentences have no space "
-            "and are read whole, while "
-            f"{1 - other['share_read_whole_by_seed'].mean():.0%} of the others lose their "
-            "last word; the control is a re-run with `--lm-tokens last`, which reads every "
-            "sentence whole"
-        )
-    elif mode == "last":
-        token_note = (
-            "token selection 'last': every sentence is read whole at its last token, so this "
-            "run is the control for the 'seed' selection's Japanese confound"
-        )
-    else:
-        token_note = (
-            f"token selection {mode!r}: no sentence is cut at a space, so the 'seed' "
-            "selection's Japanese confound does not apply; Japanese sentences average over "
-            "more tokens"
-        )
-    count_note = (
-        f"confound, token count: Japanese sentences average {jp['mean_tokens'].mean():.1f} "
-        f"tokens, the others {other['mean_tokens'].mean():.1f}; Spearman correlation across "
-        "pairs of mean tokens with the score: "
+    return (
+        f"token counts under {STUDY_TOKENS!r}: Japanese sentences average "
+        f"{jp['mean_tokens'].mean():.1f} tokens, the others {other['mean_tokens'].mean():.1f}; "
+        f"{jp['share_read_whole_by_seed'].mean():.0%} of Japanese sentences have no space and "
+        f"are read whole by 'seed', {other['share_read_whole_by_seed'].mean():.0%} of the "
+        "others; Spearman correlation across pairs of mean tokens with the score: "
         f"{_shown_rho(pairs)} over all pairs, {_shown_rho(other)} over non-Japanese pairs "
         "(pairs of one subject are not independent: descriptive)"
     )
-    return token_note, count_note
 
 
 test_japanese_sharper_modes = claim_test(SPEC, evaluate)
@@ -585,6 +808,9 @@ test_japanese_sharper_modes = claim_test(SPEC, evaluate)
 # -/+ (15 + 10 j) bulk units from the coordinate's median with N(0, jitter) spread across
 # sentences; every pair carries them. A single-coordinate mode holds 22 of a sample's 12,672
 # values, so its relative prominence is ~1e-3, the scale of SmolLM2-135M's scores (0.002-0.006).
+# Every scenario also plants the token-matched selection of the same sentences: the same
+# edit over a fresh bulk whose homogeneous attribute (if any) keeps its length but loses its
+# tightening and shift, as reading every sentence at its final token removes them.
 JA = "in japanese"
 SIX_LAYERS = 6
 MODE_POSITION, MODE_SPACING = 15.0, 10.0
@@ -595,11 +821,15 @@ def side_modes(
     jitter_others: Sequence[float],
     modes_japanese: tuple[int, int] = (2, 1),
     modes_others: tuple[int, int] = (2, 1),
+    follow: bool = True,
     sampler: str = "logistic",
 ) -> Edit:
     """An edit planting (left, right) side modes in every pair, with per-layer jitters (bulk
     units) for the Japanese pairs and the others. Mode coordinates avoid massive dims (any
-    coordinate whose median reaches 20 bulk units in some layer)."""
+    coordinate whose median reaches 20 bulk units in some layer). ``follow``: a sentence's
+    mode values vary as much as its other coordinates do (its median absolute deviation
+    from its pair's centroid, relative to the layer's median sentence), so a sentence
+    tightened by its token or its length is tightened in its modes too."""
     ja_jitter = np.asarray(jitter_japanese, dtype=np.float64)
     other_jitter = np.asarray(jitter_others, dtype=np.float64)
 
@@ -614,6 +844,8 @@ def side_modes(
         slots = [(-1.0, j, 0) for j in range(left)] + [(1.0, j, 1) for j in range(right)]
         for layer in range(resid.shape[0]):
             jitter = np.where(japanese, ja_jitter[layer], other_jitter[layer]) * unit
+            if follow:
+                jitter = jitter * _sentence_spread(data, resid[layer])
             for coord, (sign, j, side) in zip(coords, slots, strict=True):
                 count = np.where(japanese, modes_japanese[side], modes_others[side])
                 rows = np.flatnonzero(count > j)
@@ -625,6 +857,22 @@ def side_modes(
     return edit
 
 
+def _sentence_spread(data: Dataset, block: np.ndarray) -> np.ndarray:
+    """Each sentence's median absolute deviation from its pair's centroid over all
+    coordinates, relative to the median sentence's."""
+    spread = np.empty(block.shape[0])
+    for rows in pair_rows(data):
+        deviation = block[rows] - block[rows].mean(axis=0)
+        spread[rows] = np.median(np.abs(deviation), axis=1)
+    return spread / np.median(spread)
+
+
+def token_matched(nuisances: Nuisances) -> Nuisances:
+    """The same sentences read at their final token: a homogeneous attribute keeps its token
+    counts (they belong to the sentences) and loses its tightening and shared shift."""
+    return replace(nuisances, homogeneous_tightness=1.0, homogeneous_shift=0.0)
+
+
 def _modes_scenario(
     name: str,
     truth: bool,
@@ -634,6 +882,7 @@ def _modes_scenario(
     jitter_others: Sequence[float],
     modes_japanese: tuple[int, int] = (2, 1),
     modes_others: tuple[int, int] = (2, 1),
+    follow: bool = True,
     known_miss: str = "",
 ) -> Scenario:
     return planted(
@@ -642,7 +891,7 @@ def _modes_scenario(
         description,
         Base("logistic", n_layers=SIX_LAYERS),
         nuisances,
-        edit=side_modes(jitter_japanese, jitter_others, modes_japanese, modes_others),
+        edit=side_modes(jitter_japanese, jitter_others, modes_japanese, modes_others, follow),
         edit_params={
             "jitter_japanese": np.round(jitter_japanese, 6).tolist(),
             "jitter_others": np.round(jitter_others, 6).tolist(),
@@ -650,31 +899,41 @@ def _modes_scenario(
             "modes_others": list(modes_others),
             "position": MODE_POSITION,
             "spacing": MODE_SPACING,
+            "follow": follow,
         },
         known_miss=known_miss,
+        tokens={MATCHED_TOKENS: token_matched(nuisances)},
     )
 
 
-# Japanese read at one token type: sentence noise x 0.5, a shared shift of 0.5 bulk units,
-# 3x the tokens. Its samples' robust spread is then ~0.78x the others' (SmolLM2-135M 0.68,
-# Gemma-3-270M 0.79).
+# Japanese read at one token type: sentence noise x 0.5, a shared shift of 0.5 bulk units.
+# Its samples' robust spread is then ~0.78x the others' (SmolLM2-135M 0.68, Gemma-3-270M
+# 0.79). Tokens 1.2x the others' (Gemma-3: 21 against 19): lengths overlap, so what decides
+# a homogeneity null is the token-matched selection, not the length rule.
 TIGHTNESS = 0.5
+# Attributes differ in length (log-sd 0.2 of their median tokens), as the dataset's do.
+VARIED_LENGTHS = replace(REALISTIC, attribute_length_sd=0.2)
 HOMOGENEOUS = replace(
-    REALISTIC,
+    VARIED_LENGTHS,
     homogeneous_attribute=JA,
     homogeneous_tightness=TIGHTNESS,
     homogeneous_shift=0.5,
-    homogeneous_length_factor=3.0,
+    homogeneous_length_factor=1.2,
 )
+# Pure length effects: Japanese longer (and nothing else about it), every sentence's noise
+# shrinking with its length. 3x the tokens (SmolLM2-135M's 62 against 20) at exponent 0.63
+# tighten Japanese sentences x 0.5; 1.3x at exponent 2 tighten them x 0.59 while lengths
+# overlap.
+LONG_APART = replace(
+    VARIED_LENGTHS,
+    homogeneous_attribute=JA,
+    homogeneous_tightness=1.0,
+    homogeneous_length_factor=3.0,
+    length_tightening=0.63,
+)
+LONG_OVERLAPPING = replace(LONG_APART, homogeneous_length_factor=1.3, length_tightening=2.0)
 OTHERS_JITTER = np.full(SIX_LAYERS, 2.0)
 SHARPER_EARLY = np.linspace(1.0, 1.5, SIX_LAYERS)
-HOMOGENEITY = (
-    "Reading every Japanese sentence at the same token type tightens its sentences, mode "
-    "coordinates included, which is exactly what the standardized score calls sharper modes: "
-    "SUPPORTED in 30 of the first 30 reps with no side-mode difference (tightening only the "
-    "bulk reads REFUTED instead). The score is scale-free only when the modes scale with the "
-    "bulk; the rework (issue 19) decides under a token-matched selection too."
-)
 MASSIVE_GRID = (
     "With massive dims the KDE grid spans their range, so the 31-point peak-merge distance is "
     "~50 robust sd and side modes at 13-30 sd merge into the main peak: the planted Japanese "
@@ -690,9 +949,9 @@ CALIBRATION = (
         True,
         "2 left + 1 right single-coordinate side modes in every pair; Japanese jitter 1.0 "
         "(first layer) -> 1.5 (last) bulk units, the others' 2.0 (score ratio ~1.6 early, "
-        "~1.3 late; SmolLM2's is ~3.3); per-dim log-scale sd 0.15, offsets 0.2, crossed "
-        "effects 0.3/0.3/0.2",
-        REALISTIC,
+        "~1.3 late; SmolLM2's is ~3.3), under both token selections; per-dim log-scale sd "
+        "0.15, offsets 0.2, crossed effects 0.3/0.3/0.2, attributes' lengths log-sd 0.2",
+        VARIED_LENGTHS,
         SHARPER_EARLY,
         OTHERS_JITTER,
     ),
@@ -701,11 +960,21 @@ CALIBRATION = (
         True,
         "others 1 left + 1 right side mode, Japanese 2 left + 1 right (SmolLM2: ~2 vs ~3 "
         "distinct modes per sample), all jitter 2.0; the same nuisances",
-        REALISTIC,
+        VARIED_LENGTHS,
         OTHERS_JITTER,
         OTHERS_JITTER,
         modes_japanese=(2, 1),
         modes_others=(1, 1),
+    ),
+    _modes_scenario(
+        "Japanese modes sharper, read token-homogeneous",
+        True,
+        "Japanese jitter 1.0 -> 1.5 against 2.0 as the first truth; under 'seed' Japanese "
+        "sentences are also tightened x 0.5 about their pair's centroid (modes included), "
+        "shifted 0.5 and 1.2x longer, under 'last' only 1.2x longer",
+        HOMOGENEOUS,
+        SHARPER_EARLY,
+        OTHERS_JITTER,
     ),
     _modes_scenario(
         "Japanese modes sharper with massive dims",
@@ -717,28 +986,42 @@ CALIBRATION = (
         OTHERS_JITTER,
         known_miss=MASSIVE_GRID,
     ),
-    # Two readings of "the same side modes" under token homogeneity: reading one token type
-    # tightens every coordinate's spread across sentences, the side-mode coordinates' too
-    # (first), or only the bulk's, the modes keeping their width in data units (second, as
-    # harness.planted.SideModes plants them after the tightening).
     _modes_scenario(
         "token-homogeneous Japanese with shared modes tightened",
         False,
-        "the same side modes (jitter 2.0) in every pair, then Japanese sentences tightened "
-        "about their pair's centroid (x 0.5, side-mode coordinates included, so Japanese "
-        "mode jitter 1.0), a shared 0.5 shift and 3x tokens: no side-mode difference but "
-        "token homogeneity",
+        "the same side modes (jitter 2.0) in every pair; under 'seed' Japanese sentences "
+        "tightened x 0.5 about their pair's centroid (side-mode coordinates included), a "
+        "shared 0.5 shift and 1.2x tokens; under 'last' only the 1.2x tokens",
         HOMOGENEOUS,
-        TIGHTNESS * OTHERS_JITTER,
         OTHERS_JITTER,
-        known_miss=HOMOGENEITY,
+        OTHERS_JITTER,
     ),
     _modes_scenario(
         "token-homogeneous Japanese with shared modes",
         False,
-        "the same side modes (jitter 2.0 bulk units) in every pair; Japanese sentence noise "
-        "x 0.5 (side-mode coordinates untouched), a shared 0.5 shift and 3x tokens",
+        "as above with the side-mode coordinates left untightened (jitter 2.0 bulk units in "
+        "every sentence)",
         HOMOGENEOUS,
+        OTHERS_JITTER,
+        OTHERS_JITTER,
+        follow=False,
+    ),
+    _modes_scenario(
+        "Japanese longer, length tightens, lengths apart",
+        False,
+        "the same side modes (jitter 2.0) in every pair; Japanese sentences 3x longer (no "
+        "overlap, as SmolLM2-135M's), every sentence's noise (modes included) x (tokens / "
+        "median)^-0.63 under both selections: Japanese x 0.5 tighter",
+        LONG_APART,
+        OTHERS_JITTER,
+        OTHERS_JITTER,
+    ),
+    _modes_scenario(
+        "Japanese longer, length tightens, lengths overlapping",
+        False,
+        "as above with Japanese 1.3x longer (lengths overlap: attributes' lengths differ, "
+        "log-sd 0.2) and exponent 2 (Japanese x 0.59 tighter)",
+        LONG_OVERLAPPING,
         OTHERS_JITTER,
         OTHERS_JITTER,
     ),

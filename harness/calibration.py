@@ -33,8 +33,16 @@ import numpy as np
 
 from harness.claim import ClaimResult, Verdict, decide
 from harness.dataset import Dataset
+from harness.evidence import Evidence, SelectionUnavailableError
 from harness.extraction import ActivationSet
-from harness.planted import Base, Nuisances, SideModes, planted_set, production_dataset
+from harness.planted import (
+    Base,
+    Nuisances,
+    SideModes,
+    planted_set,
+    production_dataset,
+    sentence_tokens,
+)
 from harness.progress import ProgressFactory, silent, tqdm_bar
 from harness.registry import Claim
 from harness.stats.distributions import STUDY_FAMILIES
@@ -42,6 +50,8 @@ from harness.stats.inference import clopper_pearson
 
 # (seed) -> a planted set: its sentences and their activations.
 Plant = Callable[[int], tuple[Dataset, ActivationSet]]
+# (seed, token selection) -> the same sentences read under another token selection.
+PlantTokens = Callable[[int, str], tuple[Dataset, ActivationSet]]
 
 NO_NUISANCES = Nuisances()
 TARGET_POWER = 0.8
@@ -77,6 +87,9 @@ class Scenario:
     # How a worker process rebuilds a scenario that no claim module declares (a real-data
     # null): a picklable call of this module's factories. None: found by name in the claim.
     ref: tuple[Any, ...] | None = None
+    # The same planted sentences read under other token selections, for claims that read
+    # a second one (``Evidence.under_tokens``). None: only the run's own selection exists.
+    plant_tokens: PlantTokens | None = None
 
     @property
     def kind(self) -> str:
@@ -182,31 +195,75 @@ def planted(
     edit_params: Mapping[str, Any] | None = None,
     design: tuple[int, int, int] = (10, 12, 22),
     known_miss: str = "",
+    tokens: Mapping[str, Nuisances] | None = None,
 ) -> Scenario:
     """A scenario of production-size planted sets (``harness.planted``): ``design`` is
     (subjects, attributes, sentences per pair) of the default dataset, ``base`` the bulk and
     width, ``nuisances`` what real residual streams add, ``side_modes`` and ``edit`` the
     planted truth. ``edit_params`` must name everything ``edit`` depends on: it keys the
-    stored reps with the rest."""
+    stored reps with the rest.
+
+    ``tokens``: token selection -> the nuisances of the same sentences read under it (a
+    token-matched selection drops the homogeneous attribute's tightening, say). Such a set
+    has the same design, planted truth and token counts (they belong to the sentences) with
+    its own bulk and nuisance draws, as another token's vector of the same sentence has."""
     data = production_dataset(*design)
 
-    def plant(seed: int) -> tuple[Dataset, ActivationSet]:
-        acts = planted_set(data, base, nuisances, side_modes, seed)
+    def draw(seed: Any, drawn: Nuisances, n_tokens: np.ndarray | None = None) -> ActivationSet:
+        acts = planted_set(data, base, drawn, side_modes, seed, n_tokens)
         if edit is not None:
             resid = np.array(acts.resid, dtype=np.float32)
-            edit(data, resid, np.random.default_rng([seed, 7]))
+            edit(data, resid, np.random.default_rng([*np.atleast_1d(seed), 7]))
             acts = ActivationSet(resid, acts.n_tokens, acts.meta)
-        return data, acts
+        return acts
+
+    def plant(seed: int) -> tuple[Dataset, ActivationSet]:
+        return data, draw(seed, nuisances)
+
+    selections = dict(tokens or {})
+
+    def plant_tokens(seed: int, selection: str) -> tuple[Dataset, ActivationSet]:
+        if selection not in selections:
+            raise SelectionUnavailableError(
+                f"scenario {name!r} plants no {selection!r} token selection "
+                f"(it has {', '.join(selections) or 'none'})"
+            )
+        # The same sentences: their token counts (and so any length effect) are the run's.
+        n_tokens = sentence_tokens(data, base, nuisances, seed)
+        return data, draw([seed, 1], selections[selection], n_tokens)
 
     params = {
         "design": list(design),
         "base": asdict(base),
-        "nuisances": asdict(nuisances),
+        "nuisances": _key_fields(nuisances),
         "side_modes": None if side_modes is None else asdict(side_modes),
         "edit": dict(edit_params or {}),
     }
+    if selections:
+        params["tokens"] = {k: _key_fields(v) for k, v in selections.items()}
     settings = run_settings(data, base.d_model, families) | {"layers": base.n_layers}
-    return Scenario(name, truth, plant, description, params, settings, model, families, known_miss)
+    return Scenario(
+        name,
+        truth,
+        plant,
+        description,
+        params,
+        settings,
+        model,
+        families,
+        known_miss,
+        plant_tokens=plant_tokens if selections else None,
+    )
+
+
+def _key_fields(nuisances: Nuisances) -> dict[str, Any]:
+    """The nuisances as they key stored reps: a field added after reps were stored is left
+    out at its default, so that adding it does not retire every stored row."""
+    fields = asdict(nuisances)
+    for added in ("length_tightening", "attribute_length_sd"):
+        if fields[added] == 0.0:
+            del fields[added]
+    return fields
 
 
 PERMUTATIONS = ("attribute", "subject")
@@ -323,14 +380,20 @@ def evaluate_planted(claim: Claim, scenario: Scenario, seed: int, cache_dir: Pat
     """The claim's own ``evaluate`` on the planted set of ``seed``, through Evidence."""
     from harness import synthetic
 
+    families = scenario.families or synthetic.CORE_FAMILIES
+    reselect = None
+    if scenario.plant_tokens is not None:
+        plant_tokens = scenario.plant_tokens
+
+        def reselect(tokens: str) -> Evidence:
+            data, acts = plant_tokens(seed, tokens)
+            return synthetic.evidence(
+                data, acts, cache_dir, families, seed, scenario.model, tokens=tokens
+            )
+
     data, acts = scenario.plant(seed)
     evidence = synthetic.evidence(
-        data,
-        acts,
-        cache_dir,
-        families=scenario.families or synthetic.CORE_FAMILIES,
-        seed=seed,
-        model=scenario.model,
+        data, acts, cache_dir, families, seed, scenario.model, reselect=reselect
     )
     return decide(claim.spec, claim.evaluate, evidence)
 

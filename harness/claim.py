@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from harness.config import TOKEN_MODES
 from harness.stats.errors import InsufficientDataError
 
 if TYPE_CHECKING:
@@ -20,7 +21,14 @@ if TYPE_CHECKING:
 # What a claim may declare in ``ClaimSpec.needs``: the Evidence tables it reads, listed by
 # ``pytest --lm-list-claims``. Only kinds Evidence really provides: a similarity table would
 # join here when Evidence computes one (distinctiveness builds its own from activations).
-EVIDENCE_KINDS = ("activations", "fits", "modes")
+# "activations:<selection>" names a second token selection the claim reads through
+# ``Evidence.under_tokens`` (extracted once more per model).
+EVIDENCE_KINDS = (
+    "activations",
+    "fits",
+    "modes",
+    *(f"activations:{mode}" for mode in TOKEN_MODES),
+)
 _ID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 
 

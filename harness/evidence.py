@@ -10,7 +10,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,11 @@ from harness.stats.geometry import top_energy_dims
 TABLE_SEED = 0
 
 
+class SelectionUnavailableError(LookupError):
+    """Another token selection of the same sentences was asked for where none can be made:
+    evidence read from an activation set has no model to extract it with."""
+
+
 @dataclass
 class Evidence:
     model: str
@@ -41,7 +46,11 @@ class Evidence:
     activation_key: str
     timings: dict[str, float] = field(default_factory=dict)
     progress: ProgressFactory = tqdm_bar
+    # (token selection) -> the same model's sentences read under it; None where there is no
+    # model to extract them with (an activation set).
+    reselect: Callable[[str], Evidence] | None = field(default=None, repr=False)
     _kept_layer: tuple[int, np.ndarray] | None = field(default=None, init=False, repr=False)
+    _selections: dict[str, Evidence] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def seed(self) -> int:
@@ -50,6 +59,22 @@ class Evidence:
     @property
     def n_layers(self) -> int:
         return self.activations.n_layers
+
+    def under_tokens(self, tokens: str) -> Evidence:
+        """The same model and sentences read under another token selection (``--lm-tokens``
+        values): extracted once and cached on disk like the run's own selection, and kept
+        here for every claim of the session that asks. Raises SelectionUnavailableError
+        where no model is at hand."""
+        if tokens == self.config.extraction.tokens:
+            return self
+        if tokens not in self._selections:
+            if self.reselect is None:
+                raise SelectionUnavailableError(
+                    f"{self.model}: no {tokens!r} token selection (evidence read from an "
+                    "activation set has no model to extract one with)"
+                )
+            self._selections[tokens] = self.reselect(tokens)
+        return self._selections[tokens]
 
     @functools.cached_property
     def pairs(self) -> pd.DataFrame:
@@ -415,9 +440,17 @@ def build(
         acts = cache.get_activations(key) or acts
     else:
         timings["extract"] = 0.0
+
+    sentences = dataset  # "all" below swaps in one row per sampled token
+
+    def reselect(tokens: str) -> Evidence:
+        extraction_settings = replace(config.extraction, tokens=tokens)
+        settings = replace(config, extraction=extraction_settings)
+        return build(model_name, sentences, settings, progress)
+
     if config.extraction.tokens == "all":
         acts, dataset = _sampled_tokens(cache, key, dataset, acts)
-    return Evidence(model_name, acts, dataset, config, cache, key, timings, progress)
+    return Evidence(model_name, acts, dataset, config, cache, key, timings, progress, reselect)
 
 
 class _InterruptLatch:

@@ -216,6 +216,13 @@ class Nuisances:
         homogeneous_tightness, its sentences share one fixed N(0, homogeneous_shift) vector,
         and their token counts are homogeneous_length_factor times the others' (SmolLM2's
         Japanese sentences have ~61 tokens against ~21).
+    length_tightening: a pure sentence-length effect on every attribute: each sentence's
+        noise around its pair centroid is multiplied by (tokens / median tokens) **
+        -length_tightening, so longer sentences sit tighter whatever their attribute (with
+        a long homogeneous attribute, a length confound that a token-matched selection
+        keeps).
+    attribute_length_sd: attributes differ in length (a list is shorter than a story):
+        each attribute's token counts are multiplied by exp(N(0, attribute_length_sd)).
     """
 
     massive_dims: int = 0
@@ -231,6 +238,8 @@ class Nuisances:
     homogeneous_tightness: float = 0.5
     homogeneous_shift: float = 0.0
     homogeneous_length_factor: float = 3.0
+    length_tightening: float = 0.0
+    attribute_length_sd: float = 0.0
 
     def __post_init__(self) -> None:
         if self.massive_dims < 0:
@@ -248,6 +257,8 @@ class Nuisances:
             pair_sd=self.pair_sd,
             homogeneous_tightness=self.homogeneous_tightness,
             homogeneous_shift=self.homogeneous_shift,
+            length_tightening=self.length_tightening,
+            attribute_length_sd=self.attribute_length_sd,
         )
         if not self.homogeneous_length_factor > 0:
             raise ValueError(
@@ -378,7 +389,8 @@ def planted_set(
     base: Base = Base(),
     nuisances: Nuisances = Nuisances(),
     side_modes: SideModes | None = None,
-    seed: int = 0,
+    seed: Any = 0,
+    n_tokens: np.ndarray | None = None,
 ) -> ActivationSet:
     """A planted activation set for ``data`` (rows in dataset order).
 
@@ -387,6 +399,8 @@ def planted_set(
     ``meta`` records every parameter plus what was drawn where it is needed to check a
     claim (``meta['planted']``: massive dims and magnitudes per layer, side-mode
     coordinates, per-pair mode counts in ``synthetic.pair_rows`` order).
+    ``n_tokens``: the sentences' token counts (``sentence_tokens`` of another seed: the same
+    sentences read under another token selection); drawn from ``seed`` when None.
     """
     n_layers, d = base.n_layers, base.d_model
     unit = bulk_unit(base.sampler)
@@ -463,6 +477,13 @@ def planted_set(
         s_offsets.normal(0.0, nuisances.offset_sd * unit, d) if nuisances.offset_sd > 0 else None
     )
     massive = _massive_plan(s_massive, nuisances, massive_pool, n_layers)
+    if n_tokens is None:
+        n_tokens = _token_counts(s_tokens, base, nuisances, homogeneous, attribute_index)
+    tightening = (
+        (n_tokens / np.median(n_tokens)) ** -nuisances.length_tightening
+        if nuisances.length_tightening > 0
+        else None
+    )
 
     resid = np.empty((n_layers, n, d), dtype=np.float32)
     for layer in range(n_layers):
@@ -470,6 +491,8 @@ def planted_set(
         if 0.0 < keep < 1.0:
             copy = s_bulk.random((n, d), dtype=np.float32) < keep
             np.copyto(block, persistent, where=copy)
+        if tightening is not None:
+            block *= tightening[:, None].astype(np.float32)
         if homogeneous.any():
             block[homogeneous] *= nuisances.homogeneous_tightness
             if shift is not None:
@@ -490,7 +513,6 @@ def planted_set(
             block *= base.growth**layer
         resid[layer] = block
 
-    n_tokens = _token_counts(s_tokens, base, nuisances, homogeneous)
     meta: dict[str, Any] = {
         "model": "planted",
         "n_layers": n_layers,
@@ -629,10 +651,31 @@ def _massive_plan(
     return {"dims": dims, "values": values}
 
 
+def sentence_tokens(data: Dataset, base: Base, nuisances: Nuisances, seed: Any) -> np.ndarray:
+    """The token counts ``planted_set`` draws for these sentences under ``seed``."""
+    frame = data.frame.reset_index(drop=True)
+    s_tokens = np.random.default_rng(np.random.SeedSequence(seed).spawn(9)[1])
+    homogeneous = (
+        np.zeros(len(frame), dtype=bool)
+        if nuisances.homogeneous_attribute is None
+        else frame["attribute"].to_numpy() == nuisances.homogeneous_attribute
+    )
+    attribute_index = pd.factorize(frame["attribute"])[0]
+    return _token_counts(s_tokens, base, nuisances, homogeneous, attribute_index)
+
+
 def _token_counts(
-    rng: np.random.Generator, base: Base, nuisances: Nuisances, homogeneous: np.ndarray
+    rng: np.random.Generator,
+    base: Base,
+    nuisances: Nuisances,
+    homogeneous: np.ndarray,
+    attribute_index: np.ndarray,
 ) -> np.ndarray:
     factor = np.where(homogeneous, nuisances.homogeneous_length_factor, 1.0)
     median = base.tokens_median * factor
     draws = rng.lognormal(0.0, base.tokens_sigma, homogeneous.size) * median
+    if nuisances.attribute_length_sd > 0:
+        # Drawn after the sentences' own draws, so that sets without it keep their counts.
+        per_attribute = rng.normal(0.0, nuisances.attribute_length_sd, attribute_index.max() + 1)
+        draws *= np.exp(per_attribute[attribute_index])
     return np.maximum(np.rint(draws), 2).astype(np.int64)

@@ -86,8 +86,14 @@ def evidence(
     families: tuple[str, ...] = CORE_FAMILIES,
     seed: int = 0,
     model: str = "synthetic",
+    tokens: str = ExtractionSettings.tokens,
+    reselect: Callable[[str], Evidence] | None = None,
 ) -> Evidence:
-    config = run_config(cache_dir, cache_dir, (model,), families, seed=seed)
+    """Evidence over a planted set, read as if under token selection ``tokens``;
+    ``reselect`` gives the same sentences under another (``Evidence.under_tokens``)."""
+    config = run_config(
+        cache_dir, cache_dir, (model,), families, seed=seed, extraction=ExtractionSettings(tokens)
+    )
     # Keyed by content so two different planted sets never share cached tables.
     key = key_for(
         {
@@ -96,7 +102,9 @@ def evidence(
             "sum": float(np.asarray(acts.resid, dtype=np.float64).sum()),
         }
     )
-    return Evidence(model, acts, data, config, Cache(cache_dir), key, progress=silent)
+    return Evidence(
+        model, acts, data, config, Cache(cache_dir), key, progress=silent, reselect=reselect
+    )
 
 
 # ------------------------------------------- named attributes with planted side modes

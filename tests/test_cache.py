@@ -107,3 +107,25 @@ def test_source_fingerprint_follows_the_code(tmp_path, monkeypatch):
         "def f():\n    return helper()\n\n\ndef helper():\n    return 3\n"
     )
     assert source_fingerprint(a.f) != first
+
+
+def test_a_second_token_selection_is_extracted_once_and_cached(tmp_path, shared_cache):
+    data = load(sentences_per_pair=1)
+    config = synthetic.run_config(shared_cache, tmp_path, ("tiny-gpt2",), ("norm", "logistic"))
+    built = evidence.build("tiny-gpt2", data, config, progress=silent)
+    assert built.under_tokens("seed") is built
+    last = built.under_tokens("last")
+    assert last.config.extraction.tokens == "last" and last is built.under_tokens("last")
+    assert last.activation_key != built.activation_key
+    assert len(last.dataset) == len(data)
+    # Reading the whole sentence is at least as long as the seed selection's prefix.
+    assert (np.asarray(last.activations.n_tokens) >= np.asarray(built.activations.n_tokens)).all()
+    again = evidence.build("tiny-gpt2", data, config, progress=silent).under_tokens("last")
+    assert again.activation_key == last.activation_key and again.timings["extract"] == 0.0
+
+
+def test_an_activation_set_has_no_second_token_selection(tmp_path):
+    data = dataset()
+    built = synthetic.evidence(data, activations(data, "logistic"), tmp_path)
+    with pytest.raises(evidence.SelectionUnavailableError, match="no 'last' token selection"):
+        built.under_tokens("last")

@@ -5,6 +5,7 @@ import json
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from harness import calibration, registry
@@ -393,3 +394,22 @@ def test_reports_show_the_calibration_and_say_when_a_run_is_not_covered():
     assert report.coverage_line([entry], run).startswith("*Calibrated at these settings*")
     line = report.coverage_line([entry], run | {"d_model": 64, "per_pair": 3})
     assert line.startswith("*Not calibrated at these settings:*") and "d_model 64" in line
+
+
+def test_a_planted_token_selection_keeps_the_sentences_and_their_token_counts():
+    from dataclasses import replace
+
+    from harness.planted import REALISTIC, Base
+
+    long = replace(REALISTIC, homogeneous_attribute="in japanese", attribute_length_sd=0.2)
+    scenario = calibration.planted(
+        "toy", True, "", Base(n_layers=2, d_model=32), long, tokens={"last": REALISTIC}
+    )
+    data, acts = scenario.plant(3)
+    same, control = scenario.plant_tokens(3, "last")
+    assert same is data
+    np.testing.assert_array_equal(control.n_tokens, acts.n_tokens)
+    assert not np.allclose(control.resid, acts.resid)  # another token's vectors
+    assert scenario.params["tokens"]["last"]["homogeneous_attribute"] is None
+    with pytest.raises(calibration.SelectionUnavailableError, match="no 'mean' token selection"):
+        scenario.plant_tokens(3, "mean")

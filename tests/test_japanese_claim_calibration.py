@@ -4,15 +4,12 @@ other attributes carry them, not for a pure difference of scale, and it reports 
 confounds; its randomization test keeps its level on skewed scores. Samples: 8 subjects x
 4 attributes x 5 sentences x 96 coordinates x 5 layers."""
 
-import dataclasses
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from harness import synthetic
 from harness.claim import Verdict
-from harness.config import ExtractionSettings
 from tests.conftest import claim_module
 
 claim = claim_module("japanese_sharper_modes")
@@ -23,9 +20,21 @@ DATA = synthetic.language_dataset((*OTHERS, JA), n_subjects=8, per_pair=5)
 EVERY = {a: 0.02 for a in (*OTHERS, JA)}
 
 
+def with_control(data, acts, tmp_path, matched=None):
+    """Evidence whose token-matched selection ('last') holds ``matched`` (default: the same
+    activations, a truth no token choice explains)."""
+
+    def reselect(tokens):
+        assert tokens == claim.MATCHED_TOKENS
+        control = acts if matched is None else matched
+        return synthetic.evidence(data, control, tmp_path / "last", tokens=tokens)
+
+    return synthetic.evidence(data, acts, tmp_path, reselect=reselect)
+
+
 def run(tmp_path, data=DATA, **planted):
     acts = synthetic.side_mode_activations(data, **planted)
-    return claim.evaluate(synthetic.evidence(data, acts, tmp_path))
+    return claim.evaluate(with_control(data, acts, tmp_path))
 
 
 def scaled(acts, rows, factor):
@@ -155,29 +164,52 @@ def test_early_versus_late_is_reported(tmp_path):
     early_late = result.tables["early_late"].set_index("part")
     assert early_late.loc["first minus last", "ci_lo"] > 0
     assert early_late.loc["last third", "mean_J"] == 0.0
-    assert any(
-        note.startswith("early > late (the claim's secondary part): yes") for note in result.notes
-    )
+    sub = result.tables["sub_verdicts"].set_index("part")["verdict"]
+    assert sub["clearer in earlier layers"] == "SUPPORTED"
 
 
-def test_confounds_are_reported(tmp_path):
+def test_clearer_early_needs_both_selections(tmp_path):
+    early = {JA: (0.02, 0.02, 0.0, 0.0, 0.0, 0.0)}
+    acts = synthetic.side_mode_activations(DATA, early, n_layers=6, seed=10)
+    flat = synthetic.side_mode_activations(DATA, {JA: 0.02}, n_layers=6, seed=12)
+    result = claim.evaluate(with_control(DATA, acts, tmp_path, matched=flat))
+    assert result.verdict == Verdict.SUPPORTED, result.summary()
+    sub = result.tables["sub_verdicts"].set_index("part")["verdict"]
+    assert sub["clearer in earlier layers"] == "INCONCLUSIVE"
+
+
+def test_effect_under_seed_only_is_the_token_confound(tmp_path):
     acts = synthetic.side_mode_activations(
         DATA, {JA: 0.02}, tokens={JA: 24} | dict.fromkeys(OTHERS, 12), seed=11
     )
-    evidence = synthetic.evidence(DATA, acts, tmp_path)
-    notes = " | ".join(claim.evaluate(evidence).notes)
-    assert "token selection 'seed'" in notes and "--lm-tokens last" in notes
+    matched = synthetic.side_mode_activations(DATA, EVERY, seed=13)
+    result = claim.evaluate(with_control(DATA, acts, tmp_path, matched=matched))
+    assert result.verdict == Verdict.INCONCLUSIVE, result.summary()
+    notes = " | ".join(result.notes)
+    assert result.notes[0].startswith("confound: token selection")
     assert "100% of Japanese sentences have no space" in notes
-    assert "100% of the others lose their last word" in notes
     assert "Japanese sentences average 24.0 tokens, the others 12.0" in notes
-    pairs = claim.evaluate(evidence).tables["pairs"]
-    assert set(pairs.columns) >= {"subject", "attribute", "mean_tokens", "score"}
+    selections = result.tables["selections"]
+    assert list(selections["test"])[:2] == ["tokens 'seed'", "tokens 'last'"]
+    assert set(result.tables["pairs"].columns) >= {"subject", "attribute", "mean_tokens", "score"}
 
-    control = dataclasses.replace(
-        evidence,
-        config=dataclasses.replace(evidence.config, extraction=ExtractionSettings(tokens="last")),
+
+def test_effect_beside_longer_sentences_only_is_the_length_confound(tmp_path):
+    # Japanese 3x longer than every other sentence: no slope across the others reaches it.
+    acts = synthetic.side_mode_activations(
+        DATA, {JA: 0.02}, tokens={JA: 36} | dict.fromkeys(OTHERS, 12), seed=11
     )
-    assert any("is the control" in note for note in claim.evaluate(control).notes)
+    result = claim.evaluate(with_control(DATA, acts, tmp_path))
+    assert result.verdict == Verdict.INCONCLUSIVE, result.summary()
+    assert result.notes[0].startswith("confound: sentence length")
+    assert "0% of Japanese pairs" in result.notes[0]
+
+
+def test_without_a_model_the_control_is_missing_and_nothing_is_supported(tmp_path):
+    acts = synthetic.side_mode_activations(DATA, {JA: 0.02}, seed=11)
+    result = claim.evaluate(synthetic.evidence(DATA, acts, tmp_path))
+    assert result.verdict == Verdict.INCONCLUSIVE
+    assert result.notes[0].startswith("token-matched control not run")
 
 
 def _score_table(matrix: np.ndarray) -> pd.DataFrame:

@@ -177,14 +177,22 @@ def test_builtin_claim_uses_the_public_api(path):
 def test_builtin_claim_declares_the_evidence_tables_it_reads(path):
     # `needs` is what --lm-list-claims shows: it must match what evaluate reads.
     loaded = registry.load_file(path)
+    module = sys.modules[loaded.module]
+    tree = ast.parse(path.read_text())
     read = {
         n.attr
-        for n in ast.walk(ast.parse(path.read_text()))
+        for n in ast.walk(tree)
         if isinstance(n, ast.Attribute)
         and isinstance(n.value, ast.Name)
         and n.value.id == "evidence"
         and n.attr in EVIDENCE_KINDS
     }
+    # evidence.under_tokens(X): a second token selection, X a literal or a module constant.
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Call) and getattr(n.func, "attr", None) == "under_tokens":
+            (arg,) = n.args
+            tokens = arg.value if isinstance(arg, ast.Constant) else getattr(module, arg.id)
+            read.add(f"activations:{tokens}")
     assert read | {"activations"} == set(loaded.spec.needs)
 
 
