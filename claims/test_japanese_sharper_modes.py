@@ -76,8 +76,8 @@ SPEC = ClaimSpec(
         "(mean over layers) is regressed on its mean log token count within subjects over "
         "the non-Japanese pairs (slope b), every pair's score is adjusted by -b (log tokens "
         "- the subject's mean) and the test repeated; this needs at least half of the "
-        "Japanese pairs inside the other pairs' 5-95% range of mean log tokens (else b would "
-        "be extrapolated). SUPPORTED "
+        "Japanese pairs inside the other pairs' range of mean log tokens, widened by a "
+        "quarter of its span each way (else b would be extrapolated far). SUPPORTED "
         "when p(J > 0) < 0.05 under 'seed', under 'last' and length-adjusted under 'last' "
         "(an intersection-union test: the p shown is the largest of the three); REFUTED "
         "when p(J < 0) < 0.05 under both selections; otherwise INCONCLUSIVE, the note "
@@ -102,8 +102,7 @@ SPEC = ClaimSpec(
         "bootstrap_resamples": 2000,
         "max_exact_relabelings": 1 << 20,
         "relabel_draws": 20_000,
-        "length_range_lo": 0.05,
-        "length_range_hi": 0.95,
+        "length_extrapolation": 0.25,
         "min_length_overlap": 0.5,
     },
     source_numbers={
@@ -501,10 +500,9 @@ def length_control(selection: Selection, spec: ClaimSpec = SPEC) -> LengthContro
         .merge(pair_tokens, on="pair")
     )
     japanese, others = per_pair[per_pair["japanese"]], per_pair[~per_pair["japanese"]]
-    lo, hi = np.quantile(
-        others["log_tokens"],
-        [spec.thresholds["length_range_lo"], spec.thresholds["length_range_hi"]],
-    )
+    lo, hi = others["log_tokens"].min(), others["log_tokens"].max()
+    reach = spec.thresholds["length_extrapolation"] * (hi - lo)
+    lo, hi = lo - reach, hi + reach
     overlap = float(japanese["log_tokens"].between(lo, hi).mean())
     x = others["log_tokens"] - others.groupby("subject")["log_tokens"].transform("mean")
     y = others["score"] - others.groupby("subject")["score"].transform("mean")
@@ -642,11 +640,12 @@ def _selection_note(s: Selection) -> str:
 
 
 def _length_note(length: LengthControl, spec: ClaimSpec) -> str:
-    lo, hi = spec.thresholds["length_range_lo"], spec.thresholds["length_range_hi"]
+    reach = spec.thresholds["length_extrapolation"]
     head = (
         f"sentence length (tokens {MATCHED_TOKENS!r}): {length.overlap:.0%} of Japanese "
-        f"pairs have a mean log token count inside the other pairs' {lo:.0%}-{hi:.0%} range "
-        f"(at least {spec.thresholds['min_length_overlap']:.0%} needed); slope across "
+        f"pairs have a mean log token count inside the other pairs' range widened by "
+        f"{reach:.0%} of its span each way (at least "
+        f"{spec.thresholds['min_length_overlap']:.0%} needed); slope across "
         f"non-Japanese pairs within subjects {length.slope:.3g} score per unit log tokens, "
         f"taking {length.shift:.3g} off mean J"
     )

@@ -270,14 +270,21 @@ PERMUTATIONS = ("attribute", "subject")
 
 
 def permuted(
-    source: Path | str, shuffle: str, *, families: tuple[str, ...] = STUDY_FAMILIES
+    source: Path | str,
+    shuffle: str,
+    *,
+    families: tuple[str, ...] = STUDY_FAMILIES,
+    tokens: Mapping[str, Path | str] | None = None,
 ) -> Scenario:
     """A real-data null: a model's activation set (a folder, docs/activation-format.md) with
     its ``shuffle`` labels permuted, attribute labels within each subject ("attribute") or
     subject labels within each attribute ("subject"). Every pair keeps its size, and each
     sentence keeps its activations and token count, so everything a real model has stays
     (massive dims, scales, token and length effects) except the label structure: a claim
-    comparing attributes (or subjects) that comes out SUPPORTED here is a false positive."""
+    comparing attributes (or subjects) that comes out SUPPORTED here is a false positive.
+
+    ``tokens``: token selection -> the same model's set of the same sentences read under
+    it (a claim reading a second selection gets it, with the same labels permuted)."""
     from harness import activations
 
     if shuffle not in PERMUTATIONS:
@@ -285,9 +292,20 @@ def permuted(
     folder = Path(source).resolve()
     stored = activations.read(folder, check_values=False)
     within = "subject" if shuffle == "attribute" else "attribute"
+    siblings = {k: Path(v).resolve() for k, v in (tokens or {}).items()}
+    hashes = {}
+    for selection, sibling in siblings.items():
+        other = activations.read(sibling, check_values=False)
+        if (
+            not other.dataset.frame["text"]
+            .reset_index(drop=True)
+            .equals(stored.dataset.frame["text"].reset_index(drop=True))
+        ):
+            raise ValueError(f"{sibling} does not hold the sentences of {folder} in its order")
+        hashes[selection] = other.content_hash
 
-    def plant(seed: int) -> tuple[Dataset, ActivationSet]:
-        real = activations.read(folder, verify=False, check_values=False)
+    def relabelled(path: Path, seed: int) -> tuple[Dataset, ActivationSet]:
+        real = activations.read(path, verify=False, check_values=False)
         frame = real.dataset.frame.reset_index(drop=True).copy()
         rng = np.random.default_rng([seed, 11])
         labels = frame[shuffle].to_numpy().copy()
@@ -296,18 +314,39 @@ def permuted(
         frame[shuffle] = labels
         return Dataset(frame, f"{real.dataset.source} ({shuffle}s permuted)"), real.activations
 
+    def plant(seed: int) -> tuple[Dataset, ActivationSet]:
+        return relabelled(folder, seed)
+
+    def plant_tokens(seed: int, selection: str) -> tuple[Dataset, ActivationSet]:
+        if selection not in siblings:
+            raise SelectionUnavailableError(
+                f"no {selection!r} set of {stored.model} was given (--permute-tokens)"
+            )
+        return relabelled(siblings[selection], seed)  # the same seed: the same permutation
+
     data, acts = stored.dataset, stored.activations
     settings = run_settings(data, acts.d_model, families) | {"layers": acts.n_layers}
+    params: dict[str, Any] = {"set": stored.content_hash, "shuffle": shuffle}
+    if hashes:
+        params["tokens"] = hashes
+    shown = "".join(f", {k!r} tokens from a second set" for k in siblings)
     return Scenario(
         f"{stored.model}, {shuffle}s permuted within {within}",
         False,
         plant,
-        f"{stored.model}'s own activations, {shuffle} labels permuted within each {within}",
-        {"set": stored.content_hash, "shuffle": shuffle},
+        f"{stored.model}'s own activations, {shuffle} labels permuted within each {within}" + shown,
+        params,
         settings,
         stored.model,
         families,
-        ref=("permuted", str(folder), shuffle, families),
+        ref=(
+            "permuted",
+            str(folder),
+            shuffle,
+            families,
+            tuple(sorted((k, str(v)) for k, v in siblings.items())),
+        ),
+        plant_tokens=plant_tokens if siblings else None,
     )
 
 
@@ -445,8 +484,10 @@ def _scenario_in_worker(claim: Claim, ref: str | tuple[Any, ...]) -> Scenario:
         kind, *args = ref
         if kind != "permuted":
             raise ValueError(f"unknown scenario reference {ref!r}")
-        source, shuffle, families = args
-        _WORKER_SCENARIOS[ref] = permuted(source, shuffle, families=tuple(families))
+        source, shuffle, families, tokens = args
+        _WORKER_SCENARIOS[ref] = permuted(
+            source, shuffle, families=tuple(families), tokens=dict(tokens)
+        )
     return _WORKER_SCENARIOS[ref]
 
 
@@ -719,6 +760,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="a model's activation set (folder): add real-data nulls, its labels permuted, "
         "for claims declaring PERMUTATION_NULLS",
     )
+    parser.add_argument(
+        "--permute-tokens",
+        action="append",
+        default=[],
+        metavar="SELECTION=SET",
+        help="the same model's activation set under another token selection (e.g. "
+        "last=FOLDER), for claims that read a second one; repeatable",
+    )
     parser.add_argument("--permutation-reps", type=int, default=100)
     parser.add_argument(
         "--stored",
@@ -729,6 +778,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.reps < 1:
         parser.error("--reps must be >= 1")
+    siblings = {}
+    for given in args.permute_tokens:
+        selection, sep, folder = given.partition("=")
+        if not sep or not selection or not folder:
+            parser.error(f"--permute-tokens takes SELECTION=SET, got {given!r}")
+        siblings[selection] = Path(folder)
     claims = _claims(args.claims_dir, [c for c in args.claims.split(",") if c.strip()])
     store = Store(args.store)
     rows: list[Calibration] = []
@@ -737,7 +792,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             chosen = list(scenarios(claim))
             if args.permute is not None:
                 shuffles = getattr(sys.modules.get(claim.module), "PERMUTATION_NULLS", ())
-                chosen += [permuted(args.permute, shuffle) for shuffle in shuffles]
+                chosen += [permuted(args.permute, shuffle, tokens=siblings) for shuffle in shuffles]
             for scenario in chosen:
                 reps = args.permutation_reps if scenario.ref else args.reps
                 if args.stored:

@@ -239,6 +239,31 @@ def test_a_real_data_null_permutes_labels_within_the_other_factor(tmp_path):
         calibration.permuted(folder, "sentence")
 
 
+def test_a_real_data_null_permutes_a_second_token_selection_the_same_way(tmp_path):
+    from harness import synthetic
+
+    data = synthetic.dataset(n_subjects=3, n_attributes=4, per_pair=5)
+    seed_set = synthetic.activations(data, "normal", n_layers=2, d_model=6, seed=3)
+    last_set = synthetic.activations(data, "normal", n_layers=2, d_model=6, seed=4)
+    folder = synthetic.write_activation_set(tmp_path / "seed", data, seed_set)
+    last = synthetic.write_activation_set(tmp_path / "last", data, last_set)
+    scenario = calibration.permuted(folder, "attribute", families=("norm",), tokens={"last": last})
+    plain = calibration.permuted(folder, "attribute", families=("norm",))
+    assert scenario.key() != plain.key() and plain.plant_tokens is None
+    relabelled, _ = scenario.plant(5)
+    same, acts = scenario.plant_tokens(5, "last")
+    assert (same.frame["attribute"] == relabelled.frame["attribute"]).all()
+    assert (acts.resid == last_set.resid).all()
+    with pytest.raises(calibration.SelectionUnavailableError, match="--permute-tokens"):
+        scenario.plant_tokens(5, "mean")
+    other = synthetic.dataset(n_subjects=3, n_attributes=4, per_pair=4)
+    stranger = synthetic.write_activation_set(
+        tmp_path / "other", other, synthetic.activations(other, "normal", 2, 6)
+    )
+    with pytest.raises(ValueError, match="does not hold the sentences"):
+        calibration.permuted(folder, "attribute", tokens={"last": stranger})
+
+
 def test_real_data_nulls_run_through_the_harness(tmp_path):
     from harness import synthetic
 
