@@ -113,10 +113,9 @@ SPEC = ClaimSpec(
     },
 )
 
-EFFECT_NAME = (
-    "mean J (Japanese minus other attributes' secondary-mode distinctness) under the "
-    f"token-matched {MATCHED_TOKENS!r} selection"
-)
+_J = "mean J (Japanese minus other attributes' secondary-mode distinctness)"
+EFFECT_NAME = f"{_J} under the token-matched {MATCHED_TOKENS!r} selection"
+UNMATCHED_EFFECT_NAME = f"{_J} under the study's {STUDY_TOKENS!r} selection (no control)"
 
 
 # ------------------------------------------------------------------------------ the score
@@ -418,7 +417,7 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
     return spec.result(
         evidence.model,
         verdict,
-        EFFECT_NAME if matched is not None else EFFECT_NAME.replace(MATCHED_TOKENS, STUDY_TOKENS),
+        EFFECT_NAME if matched is not None else UNMATCHED_EFFECT_NAME,
         n=n,
         effect=float(per_j.mean()),
         ci=shown.ci,
