@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from harness.cache import source_fingerprint
 from harness.calibration import planted
 from harness.claim import ClaimResult, ClaimSpec, Verdict, claim_test
 from harness.evidence import TABLE_SEED, Evidence
+from harness.keys import source_fingerprint
 from harness.planted import REALISTIC, Base
 from harness.stats.distributions import ENGINE_VERSION, DegenerateSampleError, rank
 from harness.stats.geometry import top_energy_dims, zscore_dims

@@ -8,10 +8,10 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from harness.cache import source_fingerprint
 from harness.calibration import planted
 from harness.claim import ClaimResult, ClaimSpec, Verdict, claim_test
 from harness.evidence import Evidence
+from harness.keys import source_fingerprint
 from harness.planted import REALISTIC, Base, Nuisances
 from harness.stats import anomaly
 

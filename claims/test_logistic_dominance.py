@@ -9,10 +9,10 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from harness.cache import source_fingerprint
 from harness.calibration import planted
 from harness.claim import ClaimResult, ClaimSpec, Verdict, claim_test
 from harness.evidence import TABLE_SEED, Evidence, fit_all
+from harness.keys import source_fingerprint
 from harness.planted import REALISTIC, Base
 from harness.sources import BEYOND_GAUSSIAN_MODELS
 from harness.stats.distributions import ENGINE_VERSION, LOGISTIC_FAMILY

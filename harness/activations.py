@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.config import DEFAULT_CACHE_DIR
+from harness import dataset as dataset_module
 from harness.dataset import Dataset, DatasetError
 from harness.extraction import ActivationSet
 
@@ -374,17 +374,15 @@ def _mmap_safetensors(path: Path, name: str) -> np.ndarray:
 
 
 def _read_sentences(path: Path, name: str) -> tuple[pd.DataFrame, list[Any] | None]:
-    from harness import dataset as dataset_module
-
     try:
         with warnings.catch_warnings():
             # A dropped duplicate would shift every later row against the array: an error.
             warnings.simplefilter("error", UserWarning)
-            rows = dataset_module._read_jsonl(path)
+            rows = dataset_module.read_jsonl(path)
             # Rows of sampled tokens (token selection "all") share their sentence's text:
             # the position is part of what makes a row a duplicate.
             extra = ("token_position",) if any("token_position" in r for _, r in rows) else ()
-            frame = dataset_module._validate(rows, path, extra)
+            frame = dataset_module.validate(rows, path, extra)
     except UserWarning as exc:
         raise ActivationSetError(
             f"{name}: {exc}; each row of {SENTENCES} must be one row of the array"
@@ -441,48 +439,3 @@ def _n_tokens(folder: Path, column: list[Any] | None, n_rows: int, name: str) ->
         return np.asarray(column, dtype=np.int64)
     # Unknown counts are NaN, so a statistic over them says "unknown" rather than a number.
     return np.full(n_rows, np.nan)
-
-
-# ----------------------------------------------------------------------------- export
-
-
-def export(
-    model: str,
-    out: Path | str,
-    dataset_path: Path | str | None = None,
-    settings: Any = None,
-    cache_dir: Path | str = DEFAULT_CACHE_DIR,
-    sentences_per_pair: int | None = None,
-    progress: Any = None,
-) -> StoredSet:
-    """Extract ``model``'s activations on a dataset and write them as a set at ``out``.
-
-    The GPU-machine half of a split run: no claims run. The extraction goes through the
-    cache (an entry already there is reused, a new one is stored), then the set is written
-    and read back, so what is exported has passed the reader's checks.
-    """
-    from harness import dataset as dataset_module
-    from harness import evidence
-    from harness.config import ExtractionSettings, FitSettings, RunConfig
-    from harness.progress import tqdm_bar
-
-    out = Path(out).expanduser()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ActivationSetError(f"{out}: exists and is not an empty folder; choose a new --out")
-    data = dataset_module.load(
-        Path(dataset_path) if dataset_path is not None else None, sentences_per_pair
-    )
-    config = RunConfig(
-        models=(model,),
-        dataset=Path(dataset_path) if dataset_path is not None else None,
-        extraction=settings if settings is not None else ExtractionSettings(),
-        fit=FitSettings(families=("norm",)),  # unused: no claim runs
-        report_dir=out,
-        cache_dir=cache_dir,  # type: ignore[arg-type]  # a path or an fsspec URL
-        baseline_dir=out,
-        sentences_per_pair=sentences_per_pair,
-    )
-    built = evidence.build(model, data, config, progress or tqdm_bar)
-    # The evidence's own table: for token selection "all", one row per sampled token.
-    write(out, built.activations, built.dataset.frame)
-    return read(out)

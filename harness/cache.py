@@ -7,7 +7,6 @@ entry or none; a checksum in its manifest catches truncation or tampering.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -20,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from harness import activations as activation_format
+from harness import remote_cache
 from harness.array_file import NpyFile
 from harness.extraction import ActivationSet, Allocate
 
@@ -37,11 +37,6 @@ class CacheCorruptError(RuntimeError):
     pass
 
 
-def key_for(fields: dict[str, Any]) -> str:
-    payload = json.dumps(fields, sort_keys=True, ensure_ascii=False, default=str).encode()
-    return hashlib.sha256(payload).hexdigest()[:32]
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -54,8 +49,6 @@ def _alive(pid: int) -> bool:
 
 class Cache:
     def __init__(self, root: Path | str, staging: Path | None = None) -> None:
-        from harness import remote_cache
-
         # A URL cache (memory://, s3://, ...) is used through a local staging folder:
         # entries are fetched whole on read and uploaded whole on write.
         self.remote, self.root = remote_cache.open_root(root, staging)
@@ -206,16 +199,3 @@ class Cache:
         # No pickles: an entry holds numeric and string arrays only.
         with np.load(opened[0] / "arrays.npz", allow_pickle=False) as stored:
             return {name: stored[name] for name in stored.files}
-
-
-def source_fingerprint(*objects: Any) -> str:
-    """A hash of the source files defining ``objects`` (functions, classes, modules): a key
-    field that retires an entry when the code computing it, or any helper in its files,
-    changes, without anyone bumping a version."""
-    import inspect
-
-    files = sorted({inspect.getsourcefile(obj) or "" for obj in objects})
-    digest = hashlib.sha256()
-    for name in files:
-        digest.update(Path(name).read_bytes())
-    return digest.hexdigest()[:16]

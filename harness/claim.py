@@ -7,16 +7,13 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from harness.config import TOKEN_MODES
+from harness.evidence import Evidence
+from harness.keys import source_fingerprint
 from harness.stats.errors import InsufficientDataError
-
-if TYPE_CHECKING:
-    from harness.evidence import Evidence
-
 
 # What a claim may declare in ``ClaimSpec.needs``: the Evidence tables it reads, listed by
 # ``pytest --lm-list-claims``. Only kinds Evidence really provides: a similarity table would
@@ -91,8 +88,6 @@ class ClaimSpec:
         """Key fields for a table this claim caches with ``Evidence.cached_table``: its id,
         version, thresholds and ``source_fingerprint`` of ``code`` (the functions or modules
         computing it), so that any of these changing retires the cached entry."""
-        from harness.cache import source_fingerprint
-
         return {
             "claim": self.id,
             "version": self.version,

@@ -11,7 +11,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 from tabulate import tabulate
+
+from harness import activations, models
+from harness.config import (
+    DEFAULT_CACHE_DIR,
+    DTYPES,
+    EXTRACTION_DEFAULTS,
+    PROCESSING_MODES,
+    TOKEN_MODES,
+    ConfigError,
+    ExtractionSettings,
+)
+from harness.dataset import DatasetError
+from harness.export import export
+from harness.extraction import ExtractionError
 
 DESCRIPTION = (
     "lmclaims: compare two runs (diff), list the claims (list), or write a model's "
@@ -139,14 +154,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _extract_arguments(parser: argparse.ArgumentParser) -> None:
-    from harness.config import (
-        DEFAULT_CACHE_DIR,
-        DTYPES,
-        EXTRACTION_DEFAULTS,
-        PROCESSING_MODES,
-        TOKEN_MODES,
-    )
-
     defaults = EXTRACTION_DEFAULTS
 
     parser.add_argument("--model", required=True, help="registered name, HF id or local folder")
@@ -169,11 +176,6 @@ def _extract_arguments(parser: argparse.ArgumentParser) -> None:
 
 def extract_set(args: argparse.Namespace) -> int:
     """``lmclaims extract``: the GPU-machine half of a split run."""
-    from harness import activations, models
-    from harness.config import ConfigError, ExtractionSettings
-    from harness.dataset import DatasetError
-    from harness.extraction import ExtractionError
-
     try:
         settings = ExtractionSettings(
             tokens=args.tokens,
@@ -183,7 +185,7 @@ def extract_set(args: argparse.Namespace) -> int:
             dtype=args.dtype,
             reservoir=args.token_reservoir,
         )
-        stored = activations.export(
+        stored = export(
             args.model, args.out, args.dataset, settings, args.cache_dir, args.sentences_per_pair
         )
     except (
@@ -205,7 +207,6 @@ def extract_set(args: argparse.Namespace) -> int:
 
 def list_claims(paths: Sequence[str]) -> int:
     """The table of ``pytest --lm-list-claims``: the same collection, so the same claims."""
-    import pytest
 
     default = ["claims"] if Path("claims").is_dir() else []
     # -qq: the table alone, without pytest's header and "no tests ran" line.

@@ -14,7 +14,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 
 # Every option's default lives here (the settings dataclasses below hold the rest); the
-# pytest options, the ``lmclaims`` commands and ``activations.export`` read them.
+# pytest options, the ``lmclaims`` commands and ``export.export`` read them.
 DEFAULT_MODELS = "smollm2-135m"
 DEFAULT_FAMILIES = "study"
 DEFAULT_CACHE_DIR = ".lmclaims-cache"

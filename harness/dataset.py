@@ -61,7 +61,7 @@ def load(
     path = default_path() if path is None else Path(path)
     if not path.is_file():
         raise DatasetError(f"dataset file not found: {path}")
-    readers = {".jsonl": _read_jsonl, ".csv": _read_csv, ".json": _read_seed_json}
+    readers = {".jsonl": read_jsonl, ".csv": _read_csv, ".json": _read_seed_json}
     reader = readers.get(path.suffix.lower())
     if reader is None:
         raise DatasetError(
@@ -75,13 +75,13 @@ def load(
         raise DatasetError(
             f"{path}: not valid UTF-8 at byte {exc.start}; re-save it as UTF-8"
         ) from exc
-    frame = _validate(rows, path)
+    frame = validate(rows, path)
     if sentences_per_pair is not None:
-        frame = _subset(frame, sentences_per_pair, seed)
+        frame = subset(frame, sentences_per_pair, seed)
     return Dataset(frame.reset_index(drop=True), str(path))
 
 
-def _read_jsonl(path: Path) -> list[tuple[str, dict]]:
+def read_jsonl(path: Path) -> list[tuple[str, dict]]:
     rows = []
     with path.open(encoding="utf-8") as fh:
         for number, line in enumerate(fh, start=1):
@@ -139,9 +139,7 @@ def _read_seed_json(path: Path) -> list[tuple[str, dict]]:
     return rows
 
 
-def _validate(
-    rows: list[tuple[str, dict]], path: Path, extra: tuple[str, ...] = ()
-) -> pd.DataFrame:
+def validate(rows: list[tuple[str, dict]], path: Path, extra: tuple[str, ...] = ()) -> pd.DataFrame:
     """``extra``: non-negative integer fields every row must have, kept as columns and part
     of the duplicate rule (an activation set's ``token_position``)."""
     if not rows:
@@ -186,7 +184,7 @@ def _validate(
     return frame
 
 
-def _subset(frame: pd.DataFrame, per_pair: int, seed: int) -> pd.DataFrame:
+def subset(frame: pd.DataFrame, per_pair: int, seed: int) -> pd.DataFrame:
     # A seeded choice within each pair, kept in file order so runs are reproducible.
     rng = np.random.default_rng(seed)
     keep: list[int] = []

@@ -16,15 +16,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness import __version__, models
-from harness.cache import Cache, key_for, source_fingerprint
+from harness import __version__, activations, extraction, models
+from harness import dataset as dataset_module
+from harness.cache import Cache
 from harness.config import RunConfig
 from harness.dataset import Dataset
+from harness.environment import cpu_share
 from harness.extraction import ActivationSet
+from harness.keys import key_for, source_fingerprint
 from harness.progress import ProgressFactory, tqdm_bar
 from harness.stats import attribution, distributions
 from harness.stats.errors import InsufficientDataError
 from harness.stats.geometry import top_energy_dims
+from harness.stats.modes import summarize_many
 
 # Seed of the derived tables' own subsampling (fit starts on a subsample): fixed, because
 # --lm-seed must change the resampled quantities (bootstraps, permutations) and nothing else.
@@ -143,7 +147,7 @@ class Evidence:
         """A derived table from the cache, or computed, timed and stored under its key.
 
         ``fields``: everything besides these activations that decides the table (settings,
-        thresholds, ``cache.source_fingerprint`` of the computing code). Only what does not
+        thresholds, ``keys.source_fingerprint`` of the computing code). Only what does not
         depend on ``--lm-seed`` belongs in a cached table. A table with a ``pair`` column
         gains the pair's subject and attribute.
         """
@@ -209,8 +213,6 @@ class Evidence:
         sample's own range); sample-level columns n_left / n_right repeat on each row."""
 
         def compute() -> pd.DataFrame:
-            from harness.stats.modes import summarize_many
-
             parts = []
             with self.progress(self.n_layers, f"modes {self.model}", "layer") as bar:
                 for layer in range(self.n_layers):
@@ -366,8 +368,6 @@ def fit_all(
     the result does not depend on the worker count."""
     from joblib import Parallel, delayed
 
-    from harness.parallel import cpu_share
-
     jobs = (
         delayed(_rank_one)(layer, pair, x, families, subsample, seed) for layer, pair, x in samples
     )
@@ -396,8 +396,6 @@ def build(
     model_name: str, dataset: Dataset, config: RunConfig, progress: ProgressFactory = tqdm_bar
 ) -> Evidence:
     """Activations from the cache, or one extraction pass when they are not there yet."""
-    from harness import extraction
-
     cache = Cache(config.cache_dir)
     cache.sweep_stale()
     spec = models.resolve(model_name)
@@ -492,8 +490,6 @@ def _sampled_tokens(
     """Token selection "all": the evidence's table has one row per sampled token (so that
     ``Evidence.pairs`` groups the reservoir rows by pair), the cache entry's own rows; built
     from the extraction only where the entry could not be read back."""
-    from harness import activations
-
     stored = cache.get_activation_set(key)
     if stored is not None:
         return stored.activations, stored.dataset
@@ -513,13 +509,10 @@ def from_activation_set(
     subset a model run would, with the matching rows of the array. Derived tables are cached
     under a key from the set's content hash, so a changed set never reuses old fits.
     """
-    from harness import activations
-    from harness import dataset as dataset_module
-
     stored = source if isinstance(source, activations.StoredSet) else activations.read(source)
     acts, data = stored.activations, stored.dataset
     if config.sentences_per_pair is not None:
-        frame = dataset_module._subset(
+        frame = dataset_module.subset(
             data.frame, config.sentences_per_pair, dataset_module.SUBSET_SEED
         )
         rows = frame.index.to_numpy()

@@ -16,7 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from harness import reservoir
 from harness.config import ExtractionSettings
+from harness.environment import cpu_share, library_versions
 from harness.models import LoadedModel, is_out_of_memory
 from harness.progress import ProgressFactory, tqdm_bar
 
@@ -219,8 +221,6 @@ def extract(
         order[start : start + settings.batch_size]
         for start in range(0, len(order), settings.batch_size)
     ]
-    from harness.parallel import cpu_share
-
     threads = torch.get_num_threads()
     # No oversubscription under xdist. On a machine busy with other work, fewer threads
     # than cores is faster: OpenMP threads waiting for a core stall every small op.
@@ -373,8 +373,6 @@ class _TokenSample:
     def plan(
         cls, plans: list[TokenPlan], pairs: Sequence[Hashable] | None, size: int
     ) -> _TokenSample:
-        from harness import reservoir
-
         labels = [None] * len(plans) if pairs is None else list(pairs)
         if len(labels) != len(plans):
             raise ValueError(f"{len(labels)} pair labels for {len(plans)} texts")
@@ -480,25 +478,3 @@ def check_device(device: str) -> None:
     mps = getattr(torch.backends, "mps", None)
     if kind == "mps" and (mps is None or not mps.is_available()):
         raise ExtractionError(f"--lm-device {device}: MPS (Apple GPU) is not available here")
-
-
-def library_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for package in ("torch", "transformer-lens", "transformers", "gguf", "numpy", "scipy"):
-        try:
-            out[package] = version(package)
-        except PackageNotFoundError:
-            out[package] = "not installed"
-    return out
-
-
-def accelerators() -> list[str]:
-    """The accelerators torch can see on this machine (empty on a CPU-only one)."""
-    import torch
-
-    found = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        found.append("mps")
-    return found

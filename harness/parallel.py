@@ -14,16 +14,15 @@ import json
 import os
 import shlex
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from harness import dataset, report
 from harness.claim import ClaimResult, ClaimSpec, Verdict
-
-if TYPE_CHECKING:
-    from harness.plugin import LmSession
+from harness.session import LmSession
 
 PAYLOAD_KEY = "lmclaims"
 
@@ -35,19 +34,6 @@ def is_worker(config: pytest.Config) -> bool:
 def is_controller(config: pytest.Config) -> bool:
     """This process hands tests to xdist workers and collects none itself."""
     return not is_worker(config) and getattr(config.option, "dist", "no") != "no"
-
-
-def cpu_share() -> int:
-    """Cores this process may use: all it can run on, or under pytest-xdist its share of
-    them (N workers each starting a thread or fitting process per core oversubscribe the
-    machine; on a loaded machine OpenMP's spinning threads then slow small ops ~20x)."""
-    pinned = os.environ.get("LMCLAIMS_JOBS", "")
-    if pinned.isdigit() and int(pinned) > 0:
-        # Set where this process is already one of a pool (a calibration rep's worker).
-        return int(pinned)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
-    return max(1, (cores or 1) // (int(workers) if workers.isdigit() and workers != "0" else 1))
 
 
 # -- JSON round trip of results and specs (exact: floats, NaN and infinities survive) --------
@@ -120,8 +106,6 @@ def spec_from_json(data: dict[str, Any]) -> ClaimSpec:
 
 def encode_session(state: LmSession) -> str:
     """A worker's part of the run: results (which of them lack a baseline), specs, models."""
-    from harness import report
-
     unrecorded = {id(r) for r in state.unrecorded}
     payload = {
         "results": [result_to_json(r) for r in state.results],
@@ -153,8 +137,6 @@ def merge_session(state: LmSession, text: str) -> None:
     if state.dataset is None:
         # The controller collects nothing, so it has not read the dataset; its hash keys
         # the baselines it writes.
-        from harness import dataset
-
         # The same fixed subset seed as plugin.py's collection (not --lm-seed).
         state.dataset = dataset.load(state.config.dataset, state.config.sentences_per_pair)
 

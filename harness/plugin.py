@@ -1,18 +1,18 @@
-"""The pytest plugin: options, per-model evidence fixtures, verdicts, one report per session."""
+"""The pytest entry point: lmclaims' options, and the claims plugin, registered only when
+a run asks for it (an ``--lm-*`` option or ini key, or a collected claim module).
+
+Every pytest start in an environment with lmclaims installed loads this module, so it
+imports nothing heavy: the claims plugin (``harness.claims_plugin``: evidence, statistics,
+scipy, pandas) is imported when it is registered.
+"""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+import importlib
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from harness import baseline, models
-from harness.claim import ClaimResult, ClaimSpec
 from harness.config import (
     BASELINE_MODES,
     DEFAULT_BASELINE,
@@ -25,16 +25,7 @@ from harness.config import (
     EXTRACTION_DEFAULTS,
     PROCESSING_MODES,
     TOKEN_MODES,
-    ConfigError,
-    ExtractionSettings,
-    FitSettings,
-    RunConfig,
-    check_output_dir,
 )
-from harness.dataset import Dataset, DatasetError
-from harness.evidence import Evidence
-from harness.progress import ProgressFactory, tqdm_bar
-from harness.stats.distributions import FamilyError, resolve_families
 
 _EXTRACTION = EXTRACTION_DEFAULTS
 _OPTIONS: list[tuple[str, str, str | None]] = [
@@ -73,55 +64,9 @@ _OPTIONS: list[tuple[str, str, str | None]] = [
     ),
 ]
 
-
-@dataclass(frozen=True)
-class Unfinished:
-    """A (claim, model) of the run that has no verdict: ERROR (the one-line reason) or
-    NOT RUN (the run stopped or was interrupted before it)."""
-
-    claim_id: str
-    model: str
-    outcome: str  # "ERROR" or "NOT RUN"
-    reason: str
-
-
-@dataclass
-class LmSession:
-    config: RunConfig
-    dataset: Dataset | None = None
-    evidence: dict[str, Evidence] = field(default_factory=dict)
-    errors: dict[str, str] = field(default_factory=dict)
-    results: list[ClaimResult] = field(default_factory=list)
-    specs: dict[str, ClaimSpec] = field(default_factory=dict)
-    started: float = field(default_factory=time.time)
-    report_path: Path | None = None
-    # Results of claims a compare run found no baseline entry for: written at session end.
-    unrecorded: list[ClaimResult] = field(default_factory=list)
-    baselines_written: list[Path] = field(default_factory=list)
-    # Models evaluated by xdist workers: their provenance, as shipped to the controller.
-    remote_models: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # --lm-activations: the sets read and checked at configure time, by model name.
-    sets: dict[str, Any] = field(default_factory=dict)
-    # Every (claim id, model) the run meant to decide, in run order; the failures of those
-    # that crashed (one line each); both filled as items are collected and reported.
-    planned: dict[tuple[str, str], None] = field(default_factory=dict)
-    failures: dict[tuple[str, str], str] = field(default_factory=dict)
-    unfinished: list[Unfinished] = field(default_factory=list)
-    interrupted: bool = False
-
-    def settle(self) -> None:
-        """Every planned (claim, model) without a result becomes ERROR or NOT RUN."""
-        decided = {(r.claim_id, r.model) for r in self.results}
-        self.unfinished = [
-            Unfinished(*key, "ERROR", self.failures[key])
-            if key in self.failures
-            else Unfinished(*key, "NOT RUN", "the run stopped before it")
-            for key in self.planned
-            if key not in decided
-        ]
-
-
-session_key = pytest.StashKey[LmSession]()
+# What a test module that is a claim (or uses the claims' fixtures) says in its source.
+_CLAIM_MARKERS = (b"claim_test", b"lm_evidence", b"lm_verdict")
+_NAME = "lmclaims"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -138,345 +83,42 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def asked(config: pytest.Config) -> bool:
+    """A run asks for lmclaims with any --lm-* option, or an lm_* ini key set to other than
+    its default."""
+    for name, _, default in _OPTIONS:
+        ini = "lm_" + name.replace("-", "_")
+        if config.getoption(ini) is not None or config.getini(ini) not in (None, "", default):
+            return True
+    return bool(config.getoption("lm_list_claims"))
+
+
+def activate(config: pytest.Config) -> None:
+    """Register the claims plugin (once). Registered after configure, its pytest_configure
+    still runs: pytest calls that hook for late plugins too."""
+    if not config.pluginmanager.has_plugin(_NAME):
+        config.pluginmanager.register(importlib.import_module("harness.claims_plugin"), _NAME)
+
+
 def pytest_cmdline_main(config: pytest.Config) -> int | pytest.ExitCode | None:
     if config.getoption("lm_list_claims"):
-        from harness import claim_selection
-
-        return claim_selection.list_claims(config)
+        activate(config)
+        return importlib.import_module("harness.claim_selection").list_claims(config)
     return None
 
 
-def _setting(config: pytest.Config, ini: str) -> str | None:
-    value = config.getoption(ini)
-    return value if value is not None else config.getini(ini)
-
-
-def _path(config: pytest.Config, value: str) -> Path:
-    if "://" in value:  # an fsspec URL (--lm-cache-dir memory://..., s3://...): kept as is
-        return value  # type: ignore[return-value]
-    try:
-        path = Path(value).expanduser()
-    except RuntimeError as exc:  # "~user/..." naming no user of this machine
-        raise ConfigError(f"cannot expand {value!r}: {exc}") from exc
-    return path if path.is_absolute() else config.rootpath / path
-
-
-def _integer(value: str | None, option: str, required: bool = False) -> Any:
-    if value is None or value == "":
-        if required:
-            raise ConfigError(f"--lm-{option} needs a whole number")
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise ConfigError(f"--lm-{option} must be a whole number, got {value!r}") from None
-
-
-def build_run_config(config: pytest.Config) -> RunConfig:
-    get = lambda name: _setting(config, name)  # noqa: E731
-    sets = tuple(
-        str(_path(config, p.strip())) for p in (get("lm_activations") or "").split(",") if p.strip()
-    )
-    models_value = get("lm_models")
-    if sets and config.getoption("lm_models") is None and models_value == DEFAULT_MODELS:
-        models_value = ""  # with activation sets, the default model joins only when named
-    # Named twice, run once.
-    model_names = tuple(
-        dict.fromkeys(m.strip() for m in (models_value or "").split(",") if m.strip())
-    )
-    dataset = get("lm_dataset")
-    report_dir = get("lm_report_dir")
-    from harness.activations import peek_model
-
-    run_names = [*model_names, *(peek_model(p) or Path(p).name for p in sets)]
-    run_name = "+".join(m.replace("/", "__") for m in run_names) or "no-models"
-    return RunConfig(
-        models=model_names,
-        dataset=_path(config, dataset) if dataset else None,
-        extraction=ExtractionSettings(
-            tokens=get("lm_tokens"),
-            processing=get("lm_processing"),
-            batch_size=_integer(get("lm_batch_size"), "batch-size", required=True),
-            device=get("lm_device"),
-            dtype=get("lm_dtype"),
-            threads=_integer(get("lm_threads"), "threads"),
-            reservoir=_integer(get("lm_token_reservoir"), "token-reservoir", required=True),
-        ),
-        fit=FitSettings(families=resolve_families(get("lm_families"))),
-        report_dir=_path(config, report_dir)
-        if report_dir
-        else _path(config, get("lm_report_root")) / run_name,
-        report_root=None if report_dir else _path(config, get("lm_report_root")),
-        cache_dir=_path(config, get("lm_cache_dir")),
-        baseline_dir=_path(config, get("lm_baseline_dir")),
-        baseline=get("lm_baseline"),
-        seed=_integer(get("lm_seed"), "seed", required=True),
-        sentences_per_pair=_integer(get("lm_sentences_per_pair"), "sentences-per-pair"),
-        activation_sets=sets,
-    )
-
-
 def pytest_configure(config: pytest.Config) -> None:
-    try:
-        run_config = build_run_config(config)
-        if not (config.getoption("help") or config.getoption("lm_list_claims")):
-            # Checked before the work, not after it (an unwritable report folder used to
-            # fail at session end, losing the report).
-            check_output_dir(run_config.report_dir, "--lm-report-dir")
-            check_output_dir(run_config.cache_dir, "--lm-cache-dir")
-            if run_config.baseline != "off":
-                check_output_dir(run_config.baseline_dir, "--lm-baseline-dir")
-            if run_config.models and run_config.extraction.device != "cpu":
-                # Before any model loads (torch is imported only for another device).
-                from harness.extraction import ExtractionError, check_device
-
-                try:
-                    check_device(run_config.extraction.device)
-                except ExtractionError as exc:
-                    raise ConfigError(str(exc)) from exc
-    except (ConfigError, FamilyError, ValueError) as exc:
-        raise pytest.UsageError(f"lmclaims: {exc}") from exc
-    config.stash[session_key] = LmSession(run_config)
-    config.pluginmanager.register(_Outcomes(config.stash[session_key]), "lmclaims-outcomes")
-    _read_activation_sets(config.stash[session_key])
-    from harness import parallel
-
-    parallel.configure(config, config.stash[session_key])
+    if asked(config):
+        activate(config)
 
 
-def _read_activation_sets(state: LmSession) -> None:
-    """Bad sets are usage errors before any model is loaded (checked whole: shapes, NaN)."""
-    from harness import activations
-
-    try:
-        state.sets = activations.read_many(list(state.config.activation_sets))
-    except activations.ActivationSetError as exc:
-        raise pytest.UsageError(f"lmclaims: {exc}") from exc
-    clash = sorted(set(state.sets) & set(state.config.models))
-    if clash:
-        raise pytest.UsageError(
-            f"lmclaims: {', '.join(map(repr, clash))} is both in --lm-models and the model of "
-            f"an activation set ({state.sets[clash[0]].path}); each name must be one source"
-        )
-
-
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "lm_evidence" in metafunc.fixturenames:
-        state = metafunc.config.stash[session_key]
-        names = [*state.config.models, *state.sets]
-        # Session scope groups a model's tests together: one extraction per model.
-        metafunc.parametrize("lm_model", names, ids=names, scope="session")
-
-
-def pytest_collection_modifyitems(
-    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
-) -> None:
-    """Bad model names and bad datasets stop the run before any model is loaded."""
-    if config.getoption("lm_list_claims"):
-        return  # a listing runs nothing, so it needs no model or dataset
-    from harness import claim_selection
-
-    claim_selection.apply(session, config, items)
-    state = config.stash[session_key]
-    for item in items:
-        key = _claim_key(item)
-        if key is not None:
-            state.planned[key] = None
-    if not any("lm_evidence" in getattr(item, "fixturenames", ()) for item in items):
-        return
-    if not state.config.models and not state.sets:
-        raise pytest.UsageError(
-            "lmclaims: no models selected; pass --lm-models NAME[,NAME...] or "
-            "--lm-activations PATH[,PATH...]"
-        )
-    if state.config.baseline == "compare":
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> None:
+    """A claim module collected by a run that named no --lm-* option: the claims plugin
+    joins before the module is imported, so its fixtures and parametrization apply."""
+    if file_path.suffix == ".py" and not parent.config.pluginmanager.has_plugin(_NAME):
         try:
-            for name in [*state.config.models, *state.sets]:
-                baseline.read(state.config.baseline_dir, name)
-        except baseline.BaselineError as exc:
-            raise pytest.UsageError(f"lmclaims: {exc}") from exc
-    if not state.config.models:
-        return  # activation sets only: each brings its own sentences, checked at configure
-    try:
-        for name in state.config.models:
-            models.resolve(name)
-        from harness import dataset as dataset_module
-
-        # The subset is drawn with dataset.SUBSET_SEED, not --lm-seed: it is what is
-        # measured, not a resample (docs/reliability.md, determinism).
-        state.dataset = dataset_module.load(state.config.dataset, state.config.sentences_per_pair)
-    except (models.UnknownModelError, DatasetError) as exc:
-        raise pytest.UsageError(f"lmclaims: {exc}") from exc
-
-
-@pytest.fixture(scope="session")
-def lm_evidence(request: pytest.FixtureRequest, lm_model: str) -> Evidence:
-    from harness import evidence
-    from harness.extraction import ExtractionError
-
-    state = request.config.stash[session_key]
-    if lm_model in state.errors:
-        pytest.fail(state.errors[lm_model], pytrace=False)
-    if lm_model not in state.evidence and lm_model in state.sets:
-        state.evidence[lm_model] = evidence.from_activation_set(
-            state.sets[lm_model], state.config, _progress(request.config)
-        )
-    if lm_model not in state.evidence:
-        assert state.dataset is not None
-        try:
-            state.evidence[lm_model] = evidence.build(
-                lm_model, state.dataset, state.config, _progress(request.config)
-            )
-        except (models.ModelError, ExtractionError) as exc:
-            state.errors[lm_model] = f"{lm_model}: {exc}"
-            pytest.fail(state.errors[lm_model], pytrace=False)
-    return state.evidence[lm_model]
-
-
-def _progress(config: pytest.Config) -> ProgressFactory:
-    """Bars drawn with pytest's output capture suspended, so long stages stay visible."""
-    capture = config.pluginmanager.getplugin("capturemanager")
-
-    @contextmanager
-    def factory(total: int, desc: str, unit: str) -> Iterator[Any]:
-        with capture.global_and_fixture_disabled(), tqdm_bar(total, desc, unit) as bar:
-            yield bar
-
-    return factory if capture is not None else tqdm_bar
-
-
-@pytest.fixture
-def lm_verdict(request: pytest.FixtureRequest) -> Callable[[ClaimSpec, ClaimResult], None]:
-    """Record a claim's result and turn its verdict into the pytest outcome."""
-    state = request.config.stash[session_key]
-
-    def check(spec: ClaimSpec, result: ClaimResult) -> None:
-        state.results.append(result)
-        state.specs[spec.id] = spec
-        mode = state.config.baseline
-        # off never reads baselines; compare checked them before the run (collection).
-        stored = (
-            baseline.read(state.config.baseline_dir, result.model) if mode == "compare" else None
-        )
-        decision = baseline.decide(mode, stored, _baseline_settings(state, result.model), result)
-        if decision.unrecorded:
-            state.unrecorded.append(result)
-        if decision.outcome == "fail":
-            pytest.fail(decision.message, pytrace=False)
-        if decision.outcome == "xfail":
-            pytest.xfail(decision.message)
-        if decision.outcome == "skip":
-            pytest.skip(decision.message)
-
-    return check
-
-
-def _baseline_settings(state: LmSession, model: str) -> dict[str, Any]:
-    if model in state.sets:
-        # A set's own sentences and extraction settings, not the run's options.
-        stored = state.sets[model]
-        settings = state.config.baseline_settings(stored.dataset.sha256)
-        for name in ("tokens", "processing", "dtype", "reservoir"):
-            settings.pop(name, None)
-        return {**settings, **stored.extraction_fields()}
-    assert state.dataset is not None
-    return state.config.baseline_settings(state.dataset.sha256)
-
-
-def _claim_key(item: pytest.Item) -> tuple[str, str] | None:
-    """(claim id, model) of a claim test item; None for any other test."""
-    spec = getattr(getattr(item, "function", None), "lm_claim", None)
-    params = getattr(getattr(item, "callspec", None), "params", {})
-    if not isinstance(spec, ClaimSpec) or "lm_model" not in params:
-        return None
-    return spec.id, params["lm_model"]
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    # The key rides on the report, so an xdist controller (which collects nothing) sees
-    # which claim and model a report is about.
-    report = yield
-    key = _claim_key(item)
-    if key is not None:
-        report.user_properties.append(("lm_claim", list(key)))
-        # A claim that crashes before its verdict still gets its section in the report.
-        spec = item.function.lm_claim  # type: ignore[attr-defined]
-        item.config.stash[session_key].specs.setdefault(spec.id, spec)
-    return report
-
-
-def _one_line(report: pytest.TestReport) -> str:
-    crash = getattr(report.longrepr, "reprcrash", None)
-    text = crash.message if crash is not None else report.longreprtext
-    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
-    line = lines[0] if lines else "failed without a message"
-    return line.removeprefix("Failed: ")
-
-
-class _Outcomes:
-    """Records which claims crashed (on the controller too, under xdist)."""
-
-    def __init__(self, state: LmSession) -> None:
-        self.state = state
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        key = dict(report.user_properties).get("lm_claim")
-        if key is None:
+            source = file_path.read_bytes()
+        except OSError:
             return
-        key = (str(key[0]), str(key[1]))
-        self.state.planned[key] = None
-        if report.failed:
-            where = "" if report.when == "call" else f"in {report.when}: "
-            self.state.failures.setdefault(key, where + _one_line(report))
-
-
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    state = session.config.stash.get(session_key, None)
-    if state is None or not state.planned or exitstatus == pytest.ExitCode.USAGE_ERROR:
-        return  # nothing was meant to run, or a usage error stopped it before the work
-    from harness import parallel, report
-
-    if parallel.is_worker(session.config):
-        # Under xdist the controller writes the one report and the baselines.
-        parallel.ship(session.config, state)
-        return
-    state.interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
-    state.settle()
-
-    to_save = state.results if state.config.baseline == "update" else state.unrecorded
-    for model in dict.fromkeys(r.model for r in to_save):
-        results = [r for r in to_save if r.model == model]
-        state.baselines_written.append(
-            baseline.save(
-                state.config.baseline_dir, model, results, _baseline_settings(state, model)
-            )
-        )
-    state.report_path = report.write(state)
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    state = terminalreporter.config.stash.get(session_key, None)
-    if state is None or state.report_path is None:
-        return
-    counts: dict[str, int] = {}
-    for verdict in [
-        *(str(r.verdict) for r in state.results),
-        *(u.outcome for u in state.unfinished),
-    ]:
-        counts[verdict] = counts.get(verdict, 0) + 1
-    tally = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
-    if state.unrecorded:
-        claims = ", ".join(sorted({f"{r.claim_id} on {r.model}" for r in state.unrecorded}))
-        terminalreporter.write_line(
-            f"lmclaims: no baseline entry for {claims}: recorded their verdicts in "
-            f"{', '.join(map(str, state.baselines_written))}; review and commit them to "
-            "compare later runs against them"
-        )
-    claims = {claim for claim, _ in state.planned}
-    models = {model for _, model in state.planned}
-    stopped = " (interrupted: the report is partial)" if state.interrupted else ""
-    terminalreporter.write_line(
-        f"lmclaims: {len(claims)} claim(s) x {len(models)} model(s): {tally}{stopped} "
-        f"-> {state.report_path}"
-    )
+        if any(marker in source for marker in _CLAIM_MARKERS):
+            activate(parent.config)

@@ -11,17 +11,17 @@ import platform
 import subprocess
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 from tabulate import tabulate
 
-from harness import __version__, calibration
+from harness import __version__
+from harness import calibration_table as calibration
 from harness.claim import ClaimResult
+from harness.environment import accelerators, cpu_model, library_versions
 from harness.figures import KINDS
-
-if TYPE_CHECKING:
-    from harness.plugin import LmSession, Unfinished
+from harness.session import LmSession, Unfinished
 
 SCHEMA_VERSION = 1
 
@@ -80,8 +80,6 @@ def _table_md(frame: pd.DataFrame) -> str:
 
 
 def provenance(state: LmSession) -> dict[str, Any]:
-    from harness.extraction import accelerators, library_versions
-
     commit = None
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         commit = subprocess.run(
@@ -111,7 +109,7 @@ def provenance(state: LmSession) -> dict[str, Any]:
         "machine": {
             "platform": platform.platform(),
             "processor": platform.machine(),
-            "cpu_model": _cpu_model(),
+            "cpu_model": cpu_model(),
             "cpus": os.cpu_count(),
             "accelerators": accelerators(),
             "python": platform.python_version(),
@@ -128,14 +126,6 @@ def model_provenance(state: LmSession) -> dict[str, dict[str, Any]]:
         for name, ev in state.evidence.items()
     }
     return local | state.remote_models
-
-
-def _cpu_model() -> str | None:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or None
 
 
 def write(state: LmSession) -> Path:

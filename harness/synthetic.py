@@ -9,11 +9,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.cache import Cache, key_for
+from harness import activations as activation_format
+from harness.cache import Cache
 from harness.config import ExtractionSettings, FitSettings, RunConfig
 from harness.dataset import Dataset
 from harness.evidence import Evidence
 from harness.extraction import ActivationSet
+from harness.keys import key_for
 from harness.progress import silent
 from harness.stats.distributions import CORE_FAMILIES
 
@@ -481,8 +483,6 @@ def write_activation_set(
 ) -> Path:
     """Write a planted set in the documented format (docs/activation-format.md), as a
     researcher's own pipeline would, so claims can run on it through ``--lm-activations``."""
-    from harness import activations as activation_format
-
     resid = np.asarray(acts.resid).astype(dtype)
     meta = {
         **acts.meta,

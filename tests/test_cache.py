@@ -90,7 +90,7 @@ def test_cached_arrays_are_computed_once_per_key(tmp_path):
 def test_source_fingerprint_follows_the_code(tmp_path, monkeypatch):
     import importlib
 
-    from harness.cache import source_fingerprint
+    from harness.keys import source_fingerprint
 
     monkeypatch.syspath_prepend(str(tmp_path))
     (tmp_path / "fp_a.py").write_text(

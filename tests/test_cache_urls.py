@@ -127,7 +127,7 @@ def test_extract_on_one_machine_evaluate_on_another(tmp_path, url, monkeypatch):
 
 def test_a_url_cache_dir_option_is_kept_as_a_url(pytester):
     pytester.makeini("[pytest]\nlm_cache_dir = memory://somewhere/cache\n")
-    from harness.plugin import build_run_config
+    from harness.claims_plugin import build_run_config
 
     config = pytester.parseconfig()
     assert build_run_config(config).cache_dir == "memory://somewhere/cache"

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import calibration, registry
+from harness import calibration, calibration_table, registry
 from harness.calibration import Rate, Store
 
 TOY_CLAIM = '''
@@ -177,8 +177,8 @@ def test_command_line_writes_the_table_and_the_summary_reports_read(tmp_path):
     # A second run of fewer reps replaces the rows; a new version drops the old rows.
     assert calibration.main([*argv[:5], "3", *argv[6:]]) == 0
     assert {e["reps"] for e in json.loads(summary.read_text())} == {3}
-    rows = calibration.rows_for("toy-positive-mean", 1, summary)
-    assert len(rows) == 3 and calibration.rows_for("toy-positive-mean", 2, summary) == []
+    rows = calibration_table.rows_for("toy-positive-mean", 1, summary)
+    assert len(rows) == 3 and calibration_table.rows_for("toy-positive-mean", 2, summary) == []
 
 
 def test_unknown_claim_id_is_a_clear_error(tmp_path):
@@ -202,12 +202,12 @@ def test_unknown_claim_id_is_a_clear_error(tmp_path):
 
 def test_a_run_is_covered_only_at_the_calibrated_settings():
     at = {"subjects": 10, "attributes": 12, "per_pair": 22, "d_model": 576, "families": "study"}
-    assert calibration.uncovered(at, dict(at)) == []
-    assert calibration.uncovered(at, at | {"d_model": 896}) == []  # within 2x
-    assert calibration.uncovered(at, at | {"d_model": 64}) == [
+    assert calibration_table.uncovered(at, dict(at)) == []
+    assert calibration_table.uncovered(at, at | {"d_model": 896}) == []  # within 2x
+    assert calibration_table.uncovered(at, at | {"d_model": 64}) == [
         "d_model 64 (calibrated: 576, within 2x)"
     ]
-    assert calibration.uncovered(at, at | {"per_pair": 3, "families": "core"}) == [
+    assert calibration_table.uncovered(at, at | {"per_pair": 3, "families": "core"}) == [
         "per_pair 3 (calibrated: 22)",
         "families core (calibrated: study)",
     ]
@@ -382,7 +382,9 @@ def test_markdown_cells_keep_pipes_inside_the_cell():
         "refuted_ci": [0.0, 0.7],
         "seconds": 1.0,
     }
-    row = next(line for line in calibration.markdown([entry], "x").splitlines() if "falls" in line)
+    row = next(
+        line for line in calibration_table.markdown([entry], "x").splitlines() if "falls" in line
+    )
     assert "mean \\|D\\| falls" in row
     assert row.count("|") - row.count("\\|") == 9  # 8 columns
 

@@ -11,7 +11,7 @@ import os
 import pytest
 
 from harness import calibration, registry
-from harness.parallel import cpu_share
+from harness.environment import cpu_share
 from tests.conftest import CLAIM_NAMES, claim_module
 
 # Reps per scenario: ~30-50 keeps the whole run within CI's budget; the intervals at 30 reps

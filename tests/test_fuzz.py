@@ -16,9 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness import dataset
+from harness.claims_plugin import build_run_config
 from harness.config import ConfigError, ExtractionSettings, FitSettings, RunConfig
 from harness.dataset import DatasetError
-from harness.plugin import _OPTIONS, build_run_config
+from harness.plugin import _OPTIONS
 from harness.stats.distributions import FamilyError, resolve_families
 
 FUZZ = settings(

@@ -13,7 +13,7 @@ import pytest
 
 from harness import report, synthetic
 from harness.claim import ClaimSpec, Verdict
-from harness.plugin import LmSession
+from harness.session import LmSession
 
 SPECS = [
     ClaimSpec(
