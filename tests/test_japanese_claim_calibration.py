@@ -242,3 +242,27 @@ def test_relabel_test_exact_and_monte_carlo_agree():
     assert exact.smallest_p == pytest.approx(5.0**-6)
     assert sampled.p_greater == pytest.approx(exact.p_greater, abs=0.01)
     assert exact.p_greater + exact.p_less >= 1.0  # the observed labelling counts in both
+
+
+def test_length_adjusted_test_removes_a_pure_length_effect_and_keeps_a_language_one():
+    rng = np.random.default_rng(0)
+    pure, language = [], []
+    for _ in range(10):
+        x = np.concatenate([[0.3], rng.normal(0.0, 0.2, 11)])  # Japanese 1.35x longer
+        noise = rng.normal(0.0, 0.01, 12)
+        pure.append((0.2 * x + noise, x))
+        language.append((0.2 * x + noise + np.r_[0.05, np.zeros(11)], x))
+    p_pure = [claim.length_adjusted_test(pure, seed=s)[0].p_greater for s in range(3)]
+    test, slope, shift = claim.length_adjusted_test(language)
+    assert min(p_pure) > 0.05
+    assert test.p_greater < 0.01 and slope == pytest.approx(0.2, abs=0.03) and shift > 0
+
+
+def test_length_adjusted_test_without_length_differences_is_the_plain_relabel_test():
+    rng = np.random.default_rng(1)
+    subjects = [(rng.exponential(1.0, 4), np.zeros(4)) for _ in range(5)]
+    test, slope, _ = claim.length_adjusted_test(subjects)
+    plain = claim.relabel_pvalues([y for y, _ in subjects])
+    assert slope == 0.0 and test.exact and plain.exact
+    assert test.p_greater == pytest.approx(plain.p_greater)
+    assert test.p_less == pytest.approx(plain.p_less)
