@@ -1,6 +1,6 @@
 # Two entry points, each doing its own set-up on a fresh machine:
 #   make report   set up, run the claims on the embedded default model, write reports/smollm2-135m/
-#   make test     set up, run the whole test suite (what CI runs)
+#   make test     set up, lint and type-check (make lint), run the whole test suite (what CI runs)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -43,8 +43,11 @@ REPS ?= 200
 calibrate: setup
 	$(ENV) $(PY) -m harness.calibration --reps $(REPS) $(if $(CLAIMS),--claims $(CLAIMS))
 
-test: setup
+# Lint, format check and type check (mypy, configured in pyproject.toml) run first.
+test: setup lint
 	$(ENV) $(PY) -m pytest
 
 lint: setup
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy

@@ -127,6 +127,7 @@ def write_files(
     array was filled straight into ``folder``'s array file (``acts.resid`` maps it)."""
     table = sentences.reset_index(drop=True)
     if acts.source_rows is not None and "token_position" not in table:
+        assert acts.positions is not None  # set together with source_rows
         table = token_rows(table, acts.source_rows, acts.positions)
     resid = np.asarray(acts.resid)
     if resid.dtype.name not in DTYPES:

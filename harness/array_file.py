@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import mmap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +30,10 @@ class NpyFile:
     def allocate(self, shape: tuple[int, ...]) -> np.ndarray:
         if self._map is not None:
             raise RuntimeError(f"{self.path} is already allocated")
-        header = {"descr": np.lib.format.dtype_to_descr(DTYPE), "fortran_order": False}
+        header: dict[str, Any] = {
+            "descr": np.lib.format.dtype_to_descr(DTYPE),
+            "fortran_order": False,
+        }
         header["shape"] = tuple(int(n) for n in shape)
         nbytes = int(np.prod(shape, dtype=np.int64)) * DTYPE.itemsize
         with open(self.path, "wb+") as handle:

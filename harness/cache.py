@@ -187,7 +187,7 @@ class Cache:
         self, kind: str, key: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]
     ) -> Path:
         def write(folder: Path) -> dict[str, Any]:
-            np.savez(folder / "arrays.npz", **arrays)
+            np.savez(folder / "arrays.npz", **arrays)  # type: ignore[arg-type]  # names, not flags
             return dict(meta)
 
         return self._publish(kind, key, write)

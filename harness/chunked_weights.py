@@ -12,6 +12,7 @@ import hashlib
 import importlib.metadata
 import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 
@@ -99,7 +100,7 @@ def assemble(spec: ChunkedFile, folder: Path) -> Path:
             for chunk, path in zip(spec.chunks, paths, strict=True):
                 part = hashlib.sha256()
                 with path.open("rb") as fh:
-                    for block in iter(lambda fh=fh: fh.read(1 << 22), b""):
+                    for block in iter(partial(fh.read, 1 << 22), b""):
                         part.update(block)
                         digest.update(block)
                         out.write(block)

@@ -205,6 +205,6 @@ def claim_test(spec: ClaimSpec, evaluate: Evaluate) -> Callable[..., None]:
 
     test.__name__ = test.__qualname__ = "test_" + spec.id.replace("-", "_")
     test.__doc__ = spec.title
-    test.lm_claim = spec  # type: ignore[attr-defined]
-    test.lm_evaluate = evaluate  # type: ignore[attr-defined]
+    test.lm_claim = spec  # type: ignore[attr-defined]  # read back by the plugin
+    test.lm_evaluate = evaluate  # type: ignore[attr-defined]  # read back by the plugin
     return test

@@ -22,7 +22,8 @@ def claim_of(item: pytest.Item, root: Path) -> Claim | None:
     if isinstance(spec, ClaimSpec):
         module = getattr(item, "module", None)
         name = module.__name__ if module is not None else str(path)
-        return Claim(spec, function.lm_evaluate, origin, path, name)  # type: ignore[union-attr]
+        evaluate = function.lm_evaluate  # type: ignore[union-attr]  # has lm_claim: not None
+        return Claim(spec, evaluate, origin, path, name)
     if "lm_evidence" in getattr(item, "fixturenames", ()) and hasattr(item, "module"):
         try:
             return from_module(item.module, origin)
@@ -80,7 +81,8 @@ def apply(session: pytest.Session, config: pytest.Config, items: list[pytest.Ite
     except ClaimError as exc:
         raise pytest.UsageError(f"lmclaims: {exc}") from exc
 
-    keep, deselected = [], []
+    keep: list[pytest.Item] = []
+    deselected: list[pytest.Item] = []
     for item in items:
         claim = claims[id(item)]
         (deselected if claim is not None and claim.spec.id not in selected else keep).append(item)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -38,9 +38,16 @@ def _setting(config: pytest.Config, ini: str) -> str | None:
     return value if value is not None else config.getini(ini)
 
 
+def _defaulted(config: pytest.Config, ini: str) -> str:
+    """A setting whose ini key has a default (``harness.plugin._OPTIONS``): never None."""
+    value = _setting(config, ini)
+    assert value is not None, f"{ini} has an ini default"
+    return value
+
+
 def _path(config: pytest.Config, value: str) -> Path:
     if "://" in value:  # an fsspec URL (--lm-cache-dir memory://..., s3://...): kept as is
-        return value  # type: ignore[return-value]
+        return value  # type: ignore[return-value]  # RunConfig keeps an fsspec URL a str
     try:
         path = Path(value).expanduser()
     except RuntimeError as exc:  # "~user/..." naming no user of this machine
@@ -79,22 +86,22 @@ def build_run_config(config: pytest.Config) -> RunConfig:
         models=model_names,
         dataset=_path(config, dataset) if dataset else None,
         extraction=ExtractionSettings(
-            tokens=get("lm_tokens"),
-            processing=get("lm_processing"),
+            tokens=_defaulted(config, "lm_tokens"),
+            processing=_defaulted(config, "lm_processing"),
             batch_size=_integer(get("lm_batch_size"), "batch-size", required=True),
-            device=get("lm_device"),
-            dtype=get("lm_dtype"),
+            device=_defaulted(config, "lm_device"),
+            dtype=_defaulted(config, "lm_dtype"),
             threads=_integer(get("lm_threads"), "threads"),
             reservoir=_integer(get("lm_token_reservoir"), "token-reservoir", required=True),
         ),
-        fit=FitSettings(families=resolve_families(get("lm_families"))),
+        fit=FitSettings(families=resolve_families(_defaulted(config, "lm_families"))),
         report_dir=_path(config, report_dir)
         if report_dir
-        else _path(config, get("lm_report_root")) / run_name,
-        report_root=None if report_dir else _path(config, get("lm_report_root")),
-        cache_dir=_path(config, get("lm_cache_dir")),
-        baseline_dir=_path(config, get("lm_baseline_dir")),
-        baseline=get("lm_baseline"),
+        else _path(config, _defaulted(config, "lm_report_root")) / run_name,
+        report_root=None if report_dir else _path(config, _defaulted(config, "lm_report_root")),
+        cache_dir=_path(config, _defaulted(config, "lm_cache_dir")),
+        baseline_dir=_path(config, _defaulted(config, "lm_baseline_dir")),
+        baseline=_defaulted(config, "lm_baseline"),
         seed=_integer(get("lm_seed"), "seed", required=True),
         sentences_per_pair=_integer(get("lm_sentences_per_pair"), "sentences-per-pair"),
         activation_sets=sets,
@@ -273,7 +280,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if key is not None:
         report.user_properties.append(("lm_claim", list(key)))
         # A claim that crashes before its verdict still gets its section in the report.
-        spec = item.function.lm_claim  # type: ignore[attr-defined]
+        spec = item.function.lm_claim  # type: ignore[attr-defined]  # a claim_test Function
         item.config.stash[session_key].specs.setdefault(spec.id, spec)
     return report
 
@@ -293,10 +300,11 @@ class _Outcomes:
         self.state = state
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        key = dict(report.user_properties).get("lm_claim")
-        if key is None:
+        # The [claim, model] list that pytest_runtest_makereport stored.
+        stored = cast("list[str] | None", dict(report.user_properties).get("lm_claim"))
+        if stored is None:
             return
-        key = (str(key[0]), str(key[1]))
+        key = (str(stored[0]), str(stored[1]))
         self.state.planned[key] = None
         if report.failed:
             where = "" if report.when == "call" else f"in {report.when}: "
@@ -337,9 +345,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         counts[verdict] = counts.get(verdict, 0) + 1
     tally = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
     if state.unrecorded:
-        claims = ", ".join(sorted({f"{r.claim_id} on {r.model}" for r in state.unrecorded}))
+        unrecorded = ", ".join(sorted({f"{r.claim_id} on {r.model}" for r in state.unrecorded}))
         terminalreporter.write_line(
-            f"lmclaims: no baseline entry for {claims}: recorded their verdicts in "
+            f"lmclaims: no baseline entry for {unrecorded}: recorded their verdicts in "
             f"{', '.join(map(str, state.baselines_written))}; review and commit them to "
             "compare later runs against them"
         )

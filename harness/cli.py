@@ -9,7 +9,7 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from tabulate import tabulate
@@ -90,7 +90,8 @@ def diff_rows(a: dict, b: dict) -> list[list[str]]:
     for key in sorted(set(a) | set(b)):
         ra, rb = a.get(key), b.get(key)
         if ra is None or rb is None:
-            rows.append([*key, "added" if ra is None else "removed", (ra or rb)["verdict"], "", ""])
+            entry = cast("dict[str, Any]", ra or rb)  # one of the two is present
+            rows.append([*key, "added" if ra is None else "removed", entry["verdict"], "", ""])
             continue
         changes = []
         if ra["verdict"] != rb["verdict"]:

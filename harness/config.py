@@ -58,7 +58,7 @@ class ExtractionSettings:
     def key_fields(self) -> dict[str, Any]:
         # Batch size and device do not change the numbers beyond float noise, so they
         # stay out of the cache key: a CPU-extracted entry serves a later GPU run.
-        fields = {"tokens": self.tokens, "processing": self.processing}
+        fields: dict[str, Any] = {"tokens": self.tokens, "processing": self.processing}
         if self.dtype != "float32":
             # Half-precision weights change activations well beyond float noise. Added only
             # when not float32 so that existing float32 cache keys and baseline settings

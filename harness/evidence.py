@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -85,10 +85,12 @@ class Evidence:
         """One row per (subject, attribute) pair with the dataset rows it owns."""
         frame = self.dataset.frame.reset_index(drop=True)
         grouped = frame.groupby(["subject", "attribute"], sort=False).indices
+        # Grouped by two columns: every key is a (subject, attribute) tuple.
+        by_pair = cast("dict[tuple[str, str], np.ndarray]", grouped)
         return pd.DataFrame(
             [
                 {"pair": i, "subject": s, "attribute": a, "rows": np.asarray(idx)}
-                for i, ((s, a), idx) in enumerate(grouped.items())
+                for i, ((s, a), idx) in enumerate(by_pair.items())
             ]
         )
 
@@ -325,7 +327,7 @@ class LayerStack:
 
     def __init__(self, evidence: Evidence) -> None:
         self._evidence = evidence
-        self.shape: tuple[int, int, int] = tuple(evidence.activations.resid.shape)  # type: ignore[assignment]
+        self.shape: tuple[int, int, int] = tuple(evidence.activations.resid.shape)
         self.dtype = evidence.activations.resid.dtype
 
     def __len__(self) -> int:
@@ -373,7 +375,7 @@ def fit_all(
     )
     parts = Parallel(n_jobs=cpu_share() if n_jobs is None else n_jobs, return_as="generator")(jobs)
     tables = []
-    count = total if total is not None else len(samples)  # type: ignore[arg-type]
+    count = total if total is not None else len(samples)  # type: ignore[arg-type]  # then sized
     with progress(count, f"fit {label}", "sample") as bar:
         for table in parts:
             tables.append(table)
@@ -495,6 +497,7 @@ def _sampled_tokens(
         return stored.activations, stored.dataset
     if acts.source_rows is None:
         raise RuntimeError(f"activation cache entry {key} vanished while in use")
+    assert acts.positions is not None  # set together with source_rows
     rows = activations.token_rows(dataset.frame, acts.source_rows, acts.positions)
     return acts, Dataset(rows, dataset.source)
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -24,7 +24,9 @@ def lines(frame: pd.DataFrame, title: str, path: Path) -> bool:
     """Numeric columns against ``layer``; ``X_ci_low``/``X_ci_high`` become a band around X."""
     if "layer" not in frame or len(frame) < 2:
         return False
-    bands = {c[: -len("_ci_low")] for c in frame if c.endswith("_ci_low")}
+    # Iterating a frame walks its column names: str in every report table.
+    columns = cast("Iterable[str]", frame)
+    bands = {c[: -len("_ci_low")] for c in columns if c.endswith("_ci_low")}
     numeric = [
         c
         for c in frame.columns

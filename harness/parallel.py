@@ -205,4 +205,5 @@ def configure(config: pytest.Config, state: LmSession) -> None:
 
 def ship(config: pytest.Config, state: LmSession) -> None:
     """At a worker's session end: hand its part of the run to the controller."""
-    config.workeroutput[PAYLOAD_KEY] = encode_session(state)  # type: ignore[attr-defined]
+    payload = encode_session(state)
+    config.workeroutput[PAYLOAD_KEY] = payload  # type: ignore[attr-defined]  # an xdist worker's

@@ -500,6 +500,7 @@ def planted_set(
         for effect, index in effects:
             block += effect[layer][index]
         if side_modes is not None:
+            assert counts is not None  # drawn whenever side_modes is set
             _plant_modes(s_modes, block, side_modes, counts, layer, pair_index, mode_coords, unit)
         if scale is not None:
             block *= scale

@@ -27,7 +27,7 @@ class Reservoir:
     filled, since a pair never has fewer candidates than slots.
     """
 
-    def __init__(self, capacities: Sequence[int], seed: int = RESERVOIR_SEED) -> None:
+    def __init__(self, capacities: Sequence[int] | np.ndarray, seed: int = RESERVOIR_SEED) -> None:
         self.capacities = np.asarray(capacities, dtype=np.int64)
         if self.capacities.ndim != 1 or (self.capacities < 0).any():
             raise ValueError("capacities must be a 1-D sequence of non-negative counts")
@@ -77,7 +77,7 @@ class Reservoir:
         return kept[chosen], rows[chosen]
 
 
-def capacities(counts: Sequence[int], reservoir: int) -> np.ndarray:
+def capacities(counts: Sequence[int] | np.ndarray, reservoir: int) -> np.ndarray:
     """Slots per pair: ``min(reservoir, candidates)``."""
     if reservoir < 1:
         raise ValueError(f"reservoir must be >= 1, got {reservoir}")

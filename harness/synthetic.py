@@ -174,7 +174,7 @@ def side_mode_activations(
         for attribute in dict.fromkeys(attributes):
             rows = np.flatnonzero(attributes == attribute)
             block[rows] *= scales.get(attribute, 1.0)
-            planted = fractions.get(attribute, 0.0)
+            planted: Any = fractions.get(attribute, 0.0)  # a float or one value per layer
             frac = planted if np.ndim(planted) == 0 else planted[layer]
             k = round(float(frac) * d_model)
             if k:
@@ -323,7 +323,8 @@ def mode_count_activations(
             offsets = [-p for p in positions[: left[layer, pair]]]
             offsets += list(positions[: right[layer, pair]])
             for k, offset in enumerate(offsets):
-                block[np.ix_(rows, range(k * dims_per_mode, (k + 1) * dims_per_mode))] = (
+                cols = range(k * dims_per_mode, (k + 1) * dims_per_mode)
+                block[np.ix_(rows, cols)] = (  # type: ignore[arg-type]  # a range works
                     offset + rng.normal(0.0, jitter, (len(rows), dims_per_mode))
                 )
         resid[layer] = block

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 from scipy import stats
@@ -249,8 +249,9 @@ def _kde_modes(
 def _excess_pvalue(u: np.ndarray, position: float, merge: float, n_core: int) -> float:
     """P(Poisson >= n_core) where the mean is the core's count predicted by its flanks, the
     two windows of the same width on either side of the core."""
-    left = np.count_nonzero((u >= position - 3 * merge) & (u < position - merge))
-    right = np.count_nonzero((u > position + merge) & (u <= position + 3 * merge))
+    # np.intp counts, typed as int so that max() against 0.5 yields a number
+    left = cast(int, np.count_nonzero((u >= position - 3 * merge) & (u < position - merge)))
+    right = cast(int, np.count_nonzero((u > position + merge) & (u <= position + 3 * merge)))
     # The geometric mean: exact for an exponentially falling tail, and a mode beside the bulk
     # (whose inner flank lies in the bulk's own flank) is judged by both flanks, not the
     # bulk's. An empty flank counts as half a value.

@@ -33,6 +33,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 import pandas as pd
@@ -268,6 +269,10 @@ class Compressed:
     def yhi(self) -> float:
         return (self.hi - self.center) / self.width
 
+    @overload
+    def to_x(self, y: np.ndarray) -> np.ndarray: ...
+    @overload
+    def to_x(self, y: float) -> float: ...
     def to_x(self, y: np.ndarray | float) -> np.ndarray | float:
         return self.center + self.width * y
 
@@ -574,7 +579,7 @@ class _LocScale:
         loc = theta[:, k] - scale * shift
         return (*shapes, loc, scale)
 
-    def free(self, nat: Arrays) -> np.ndarray:
+    def free(self, nat: tuple[np.ndarray | float, ...]) -> np.ndarray:
         *shapes, loc, scale = (np.atleast_1d(np.asarray(p, dtype=np.float64)) for p in nat)
         shift, spread = self.centre(*shapes) if self.centre else (0.0, 1.0)
         if self.joint is not None:
@@ -1153,10 +1158,10 @@ def _fit_vonmises_line(s: Compressed) -> EngineResult:
         return np.where(np.isfinite(value), value, np.inf)
 
     engine = _LOC_SCALE["vonmises_line"]
-    kappa, loc, scale = (np.atleast_1d(p) for p in engine.natural(_starts("vonmises_line", s)))
-    beyond_lo = np.maximum(s.ylo - (loc - math.pi * scale), 1e-3 * span)
-    beyond_hi = np.maximum((loc + math.pi * scale) - s.yhi, 1e-3 * span)
-    free_kappa = _capped(1e8)[1](kappa)
+    kappa0, loc0, scale0 = (np.atleast_1d(p) for p in engine.natural(_starts("vonmises_line", s)))
+    beyond_lo = np.maximum(s.ylo - (loc0 - math.pi * scale0), 1e-3 * span)
+    beyond_hi = np.maximum((loc0 + math.pi * scale0) - s.yhi, 1e-3 * span)
+    free_kappa = _capped(1e8)[1](kappa0)
     starts = np.column_stack([free_kappa, np.log(beyond_lo / span), np.log(beyond_hi / span)])
     best = _multistart(objective, starts)
     kappa, loc, scale = (float(p[0]) for p in natural(best.theta[None]))

@@ -523,7 +523,7 @@ def _summarize(
 def _per_sample(bandwidth: Any, n: int) -> list[float | None]:
     if bandwidth is None or np.ndim(bandwidth) == 0:
         return [bandwidth] * n
-    widths = [float(b) for b in bandwidth]
+    widths: list[float | None] = [float(b) for b in bandwidth]
     if len(widths) != n:
         raise ValueError(f"got {len(widths)} bandwidths for {n} samples")
     return widths

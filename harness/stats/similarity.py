@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -272,7 +272,7 @@ def _fit_layer(x: np.ndarray, variant: str, threshold: float) -> _LayerFit:
     eigval = np.clip(eigval[::-1], 0.0, None)
     k = _components_for(eigval, threshold)
     total_var, total_energy = float(var.sum()), float(energy.sum())
-    diag = {
+    diag: dict[str, Any] = {
         "components_kept": k,
         "top_pc_share": float(eigval[0] / eigval.sum()) if eigval.sum() > 0 else float("nan"),
         "top_dim_share": float(var.max() / total_var) if total_var > 0 else float("nan"),
@@ -443,7 +443,7 @@ def distinctiveness(
 # ------------------------------------------------------------------ bootstrap
 
 
-def _pivot(estimate: np.ndarray, replicates: np.ndarray, interval: str) -> np.ndarray:
+def _pivot(estimate: np.ndarray | float, replicates: np.ndarray, interval: str) -> np.ndarray:
     """Replicates whose percentiles are the interval: as drawn (percentile) or reflected
     about the estimate (basic), which removes a bias the resamples share with the estimate."""
     if interval == "percentile":
@@ -458,7 +458,7 @@ def _check_interval(interval: str) -> None:
 
 
 def _interval(
-    estimate: np.ndarray, replicates: np.ndarray, confidence: float, interval: str
+    estimate: np.ndarray | float, replicates: np.ndarray, confidence: float, interval: str
 ) -> np.ndarray:
     """Two-sided interval along axis 0 of ``replicates``; output (..., 2) = (low, high)."""
     alpha = 1 - confidence
