@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from safetensors import SafetensorError, safe_open
 
 from harness import dataset as dataset_module
 from harness.dataset import Dataset, DatasetError
@@ -347,28 +348,34 @@ _SAFETENSORS_DTYPES = {"F16": np.float16, "F32": np.float32}
 
 
 def _mmap_safetensors(path: Path, name: str) -> np.ndarray:
-    # The safetensors layout is an 8-byte little-endian header length, a JSON header with
-    # each tensor's dtype, shape and byte offsets, then the raw data: mapping the data
-    # directly keeps the array on disk, which the safetensors package's numpy loader does not.
-    with path.open("rb") as fh:
-        (length,) = struct.unpack("<Q", fh.read(8))
-        header = json.loads(fh.read(length))
-    entry = header.get(SAFETENSORS_KEY)
-    if entry is None:
-        tensors = [k for k in header if k != "__metadata__"]
+    # The safetensors package checks the file (header, offsets, sizes) and names its tensors,
+    # dtypes and shapes; it copies whatever tensor data it returns, so the array itself is a
+    # memory map of the data at the offsets the header gives (an 8-byte little-endian header
+    # length, the JSON header, then the raw bytes): the set stays on disk.
+    try:
+        with safe_open(path, framework="numpy") as opened:
+            tensors = {key: opened.get_slice(key) for key in opened.keys()}  # noqa: SIM118 (not iterable)
+    except (SafetensorError, OSError) as exc:
+        message = f"{name}: {path.name} is not a valid safetensors file: {exc}"
+        raise ActivationSetError(message) from exc
+    key = SAFETENSORS_KEY
+    if key not in tensors:
         if len(tensors) != 1:
             raise ActivationSetError(
                 f"{name}: {path.name} must hold one tensor named {SAFETENSORS_KEY!r}, "
-                f"found {tensors}"
+                f"found {sorted(tensors)}"
             )
-        entry = header[tensors[0]]
-    dtype = _SAFETENSORS_DTYPES.get(entry["dtype"])
+        (key,) = tensors
+    dtype = _SAFETENSORS_DTYPES.get(tensors[key].get_dtype())
     if dtype is None:
         raise ActivationSetError(
-            f"{name}: {path.name} holds {entry['dtype']}; use F16 or F32 (float16/float32)"
+            f"{name}: {path.name} holds {tensors[key].get_dtype()}; use F16 or F32 "
+            "(float16/float32)"
         )
-    start, end = entry["data_offsets"]
-    shape = tuple(entry["shape"])
+    shape = tuple(tensors[key].get_shape())
+    with path.open("rb") as fh:
+        (length,) = struct.unpack("<Q", fh.read(8))
+        start, end = json.loads(fh.read(length))[key]["data_offsets"]
     if end - start != int(np.prod(shape)) * np.dtype(dtype).itemsize:
         raise ActivationSetError(f"{name}: {path.name}'s header and data sizes disagree")
     return np.memmap(path, dtype=dtype, mode="r", offset=8 + length + start, shape=shape)

@@ -351,3 +351,24 @@ def test_sets_alone_do_not_pull_in_the_default_model(project):
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["lmclaims: 1 claim(s) x 1 model(s): 1 SUPPORTED -> *"])
     assert (project.path / "reports" / "planted-logistic" / "report.md").is_file()
+
+
+def test_bad_safetensors_files_are_clear_errors(tmp_path):
+    from safetensors.numpy import save_file
+
+    path = _planted(tmp_path)
+    resid = np.load(path / "resid_post.npy")
+    (path / "resid_post.npy").unlink()
+    meta = json.loads((path / "meta.json").read_text())
+    meta.pop("checksums")
+    (path / "meta.json").write_text(json.dumps(meta))
+    target = path / "resid_post.safetensors"
+    target.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")  # a header cut short
+    with pytest.raises(activations.ActivationSetError, match="not a valid safetensors file"):
+        activations.read(path)
+    save_file({"a": resid, "b": resid}, str(target))
+    with pytest.raises(activations.ActivationSetError, match="one tensor named 'resid_post'"):
+        activations.read(path)
+    save_file({"other": resid.astype(np.float64)}, str(target))
+    with pytest.raises(activations.ActivationSetError, match="use F16 or F32"):
+        activations.read(path)
