@@ -27,6 +27,8 @@ import scipy
 from scipy import stats
 
 from harness.stats import distributions as dist
+from harness.stats import fit_engine
+from harness.stats.families import resolve_families
 
 N_VALUES = 153_600
 TIE_AIC = 2.0
@@ -87,10 +89,10 @@ def exact_loglik(name: str, params: tuple[float, ...], x: np.ndarray) -> tuple[f
         return -np.inf, False
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        value = float(dist.FAMILIES[name].logpdf(x, *params).sum())
+        value = float(fit_engine.FAMILIES[name].logpdf(x, *params).sum())
         if np.isfinite(value):
             return value, False
-        return float(np.sum(dist.logpdf(name, x, params))), True
+        return float(np.sum(fit_engine.logpdf(name, x, params))), True
 
 
 def same_answer(ref: dist.Ranking, ours: dist.Ranking) -> tuple[bool, float]:
@@ -121,7 +123,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    families = dist.resolve_families(args.families)
+    families = resolve_families(args.families)
     rng = np.random.default_rng(args.seed)
     chosen = QUICK_SYNTHETIC if args.quick else tuple(SYNTHETIC)
     samples = {name: SYNTHETIC[name](rng, args.values) for name in chosen}

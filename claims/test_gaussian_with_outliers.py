@@ -15,7 +15,8 @@ from harness.claim import ClaimResult, ClaimSpec, Verdict, claim_test
 from harness.evidence import TABLE_SEED, Evidence
 from harness.keys import source_fingerprint
 from harness.planted import REALISTIC, Base
-from harness.stats.distributions import ENGINE_VERSION, DegenerateSampleError, rank
+from harness.stats.distributions import rank
+from harness.stats.fit_engine import ENGINE_VERSION, DegenerateSampleError
 from harness.stats.geometry import top_energy_dims, zscore_dims
 from harness.stats.inference import crossed_bootstrap_mean
 

@@ -20,6 +20,12 @@ from harness.planted import REALISTIC, Base, Nuisances, bulk_unit, pair_rows
 from harness.sources import BEYOND_GAUSSIAN_MODELS
 from harness.stats import modes
 from harness.stats.attribution import robust_spread
+from harness.stats.inference import (
+    RelabelTest,
+    bootstrap_mean,
+    randomization_pvalues,
+    relabel_pvalues,
+)
 
 # Attribute names that mean "the sentence is in Japanese" (the shipped set and the seed's
 # JSON use "in japanese"); matched case-insensitively.
@@ -241,13 +247,6 @@ def contrasts(scores: pd.DataFrame, column: str = "score") -> pd.DataFrame:
 # ---------------------------------------------------------------------------- inference
 
 
-class RelabelTest(NamedTuple):
-    p_greater: float  # one-sided p for mean J > 0
-    p_less: float  # one-sided p for mean J < 0
-    smallest_p: float  # the least p any data could give: 1 / number of relabelings
-    exact: bool  # every relabeling enumerated, or a seeded Monte Carlo sample of them
-
-
 def relabel_test(
     scores: pd.DataFrame,
     column: str = "score",
@@ -278,49 +277,6 @@ def relabel_test(
         )
         rows.append(v)
     return relabel_pvalues(rows, seed, max_exact, draws)
-
-
-def relabel_pvalues(
-    subjects: Sequence[np.ndarray], seed: int = 0, max_exact: int = 1 << 20, draws: int = 20_000
-) -> RelabelTest:
-    """``relabel_test`` on one array of attribute scores per subject, Japanese first."""
-    rows = []
-    for attribute_scores in subjects:
-        v = np.asarray(attribute_scores, dtype=np.float64)
-        rows.append(v - (v.sum() - v) / (len(v) - 1))  # J if each attribute were Japanese
-    observed = float(np.mean([r[0] for r in rows]))
-    total = math.prod(len(r) for r in rows)
-    exact = total <= max_exact
-    if exact:
-        sums = np.zeros(1)
-        for r in rows:
-            sums = (sums[:, None] + r[None, :]).ravel()
-        null = sums / len(rows)
-    else:
-        rng = np.random.default_rng(seed)
-        null = np.mean([r[rng.integers(0, len(r), draws)] for r in rows], axis=0)
-    # Ties (e.g. all scores 0) count as at least as extreme: they give p = 1, not 0. A
-    # Monte Carlo p counts the observed labelling once more, so that it is never 0.
-    tol = 1e-12 * max(1.0, abs(observed))
-    extra = 0 if exact else 1
-    ge, le = np.sum(null >= observed - tol), np.sum(null <= observed + tol)
-    return RelabelTest(
-        p_greater=float((ge + extra) / (null.size + extra)),
-        p_less=float((le + extra) / (null.size + extra)),
-        smallest_p=1 / total,
-        exact=exact,
-    )
-
-
-def bootstrap_mean_ci(
-    x: np.ndarray, seed: int, n_resamples: int = 2000, confidence: float = 0.95
-) -> tuple[float, float]:
-    """Percentile CI for the mean, resampling the units (subjects) with replacement."""
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), size=(n_resamples, len(x)))].mean(axis=1)
-    alpha = 1 - confidence
-    lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-    return float(lo), float(hi)
 
 
 def thirds(n_layers: int) -> tuple[list[int], list[int]]:
@@ -458,7 +414,8 @@ def analyse(evidence: Evidence, spec: ClaimSpec = SPEC) -> Selection:
         raise InsufficientDataError("no subject has Japanese and another attribute to compare")
     resamples = int(spec.thresholds["bootstrap_resamples"])
     test = relabel_test(scores, "score", evidence.seed, **_relabel_settings(spec))
-    ci = bootstrap_mean_ci(per_subject["J"].to_numpy(), evidence.seed, resamples)
+    ci = bootstrap_mean(per_subject["J"].to_numpy(), seed=evidence.seed, n_resamples=resamples)
+    ci = ci.confidence_interval
     early_late, note = _early_late(per_subject, evidence.n_layers, evidence.seed, resamples)
     return Selection(
         evidence.config.extraction.tokens,
@@ -566,15 +523,7 @@ def length_adjusted_test(
         rng = np.random.default_rng(seed)
         choices = np.stack([rng.integers(0, len(y), draws) for y, _ in subjects], axis=1)
     null, _ = statistic(choices)
-    tol = 1e-12 * max(1.0, abs(observed))
-    extra = 0 if exact else 1
-    ge, le = np.sum(null >= observed - tol), np.sum(null <= observed + tol)
-    test = RelabelTest(
-        p_greater=float((ge + extra) / (null.size + extra)),
-        p_less=float((le + extra) / (null.size + extra)),
-        smallest_p=1 / total,
-        exact=exact,
-    )
+    test = randomization_pvalues(observed, null, exact, smallest_p=1 / total)
     shift = slope * float(np.mean([d[0] for d in dx]))
     return test, slope, shift
 
@@ -760,7 +709,7 @@ def _early_late(
         ("first minus last", "early_minus_late", ""),
     ):
         x = per_subject[column].to_numpy()
-        lo, hi = bootstrap_mean_ci(x, seed, resamples)
+        lo, hi = bootstrap_mean(x, seed=seed, n_resamples=resamples).confidence_interval
         rows.append({"part": part, "layers": span, "mean_J": x.mean(), "ci_lo": lo, "ci_hi": hi})
     table = pd.DataFrame(rows)
     diff = table.iloc[2]

@@ -15,7 +15,8 @@ from harness.evidence import TABLE_SEED, Evidence, fit_all
 from harness.keys import source_fingerprint
 from harness.planted import REALISTIC, Base
 from harness.sources import BEYOND_GAUSSIAN_MODELS
-from harness.stats.distributions import ENGINE_VERSION, LOGISTIC_FAMILY
+from harness.stats.families import LOGISTIC_FAMILY
+from harness.stats.fit_engine import ENGINE_VERSION
 from harness.stats.geometry import zscore_dims
 from harness.stats.inference import CrossedShare, crossed_bootstrap_share
 

@@ -59,7 +59,7 @@ from harness.planted import (
 )
 from harness.progress import ProgressFactory, silent, tqdm_bar
 from harness.registry import Claim
-from harness.stats.distributions import STUDY_FAMILIES
+from harness.stats.families import STUDY_FAMILIES
 from harness.stats.inference import clopper_pearson
 
 # (seed) -> a planted set: its sentences and their activations.

@@ -11,7 +11,7 @@ from typing import Any
 from tabulate import tabulate
 
 from harness.dataset import Dataset
-from harness.stats.distributions import STUDY_FAMILIES
+from harness.stats.families import STUDY_FAMILIES
 
 TARGET_POWER = 0.8
 TARGET_FPR = 0.05

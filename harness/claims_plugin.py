@@ -28,7 +28,7 @@ from harness.evidence import Evidence
 from harness.extraction import ExtractionError, check_device
 from harness.progress import ProgressFactory, tqdm_bar
 from harness.session import LmSession
-from harness.stats.distributions import FamilyError, resolve_families
+from harness.stats.families import FamilyError, resolve_families
 
 session_key = pytest.StashKey[LmSession]()
 

@@ -25,7 +25,7 @@ from harness.environment import cpu_share
 from harness.extraction import ActivationSet
 from harness.keys import key_for, source_fingerprint
 from harness.progress import ProgressFactory, tqdm_bar
-from harness.stats import attribution, distributions
+from harness.stats import attribution, distributions, fit_engine
 from harness.stats.errors import InsufficientDataError
 from harness.stats.geometry import top_energy_dims
 from harness.stats.modes import summarize_many
@@ -191,7 +191,7 @@ class Evidence:
         fields = {
             "families": settings.families,
             "subsample": settings.subsample,
-            "engine": distributions.ENGINE_VERSION,
+            "engine": fit_engine.ENGINE_VERSION,
         }
         return self.cached_table(
             "fits",
@@ -228,7 +228,7 @@ class Evidence:
                         parts.append(table.assign(layer=layer))
                     bar.update(1)
             if not parts:
-                raise distributions.DegenerateSampleError(f"{self.model}: every sample is constant")
+                raise fit_engine.DegenerateSampleError(f"{self.model}: every sample is constant")
             return pd.concat(parts, ignore_index=True)
 
         return self.cached_table("modes", {"kde": "scott*4.5, 1000 points"}, compute)
@@ -293,7 +293,7 @@ def _rank_one(
 ) -> pd.DataFrame:
     try:
         table = distributions.rank(x, families, subsample, seed).table()
-    except distributions.DegenerateSampleError as exc:
+    except fit_engine.DegenerateSampleError as exc:
         # One constant sample is a finding about that sample, not a reason to stop the run.
         table = pd.DataFrame(
             [

@@ -17,7 +17,7 @@ from harness.evidence import Evidence
 from harness.extraction import ActivationSet
 from harness.keys import key_for
 from harness.progress import silent
-from harness.stats.distributions import CORE_FAMILIES
+from harness.stats.families import CORE_FAMILIES
 
 # (rng, shape) -> values; one call per (layer, sentence block)
 Sampler = Callable[[np.random.Generator, tuple[int, ...]], np.ndarray]

@@ -20,7 +20,7 @@ from harness.claims_plugin import build_run_config
 from harness.config import ConfigError, ExtractionSettings, FitSettings, RunConfig
 from harness.dataset import DatasetError
 from harness.plugin import _OPTIONS
-from harness.stats.distributions import FamilyError, resolve_families
+from harness.stats.families import FamilyError, resolve_families
 
 FUZZ = settings(
     max_examples=int(os.environ.get("LMCLAIMS_FUZZ_EXAMPLES", "120")),

@@ -4,10 +4,11 @@ comes from resampling whole clusters (sentences or pairs), never individual valu
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
 from harness.stats.errors import InsufficientDataError
 
@@ -91,9 +92,6 @@ def bootstrap_mean(
     plain percentile interval. The p-values invert that interval, so "upper bound < null"
     and "p_less < (1 - confidence) / 2" agree.
     """
-    # Local import: this helper was appended to the module without touching its imports.
-    from scipy import stats
-
     x = np.asarray(values, dtype=np.float64).ravel()
     if x.size < 2 or not np.all(np.isfinite(x)):
         raise InsufficientDataError(f"a bootstrap needs at least two finite values, got {x.size}")
@@ -478,3 +476,64 @@ def crossed_bootstrap_ratio(
         n_attributes=n_a,
         n_resamples=int(draws.size),
     )
+
+
+# ----------------------------------------------------------- stratified randomization
+
+
+@dataclass(frozen=True)
+class RelabelTest:
+    """One-sided p-values of a randomization test, both directions."""
+
+    p_greater: float  # for the statistic > its null
+    p_less: float  # for the statistic < its null
+    smallest_p: float  # the least p any data could give: 1 / number of relabelings
+    exact: bool  # every relabeling enumerated, or a seeded Monte Carlo sample of them
+
+
+def randomization_pvalues(
+    observed: float, null: np.ndarray, exact: bool, smallest_p: float
+) -> RelabelTest:
+    """p-values of ``observed`` against the statistic's values under the relabelings
+    (``null``: all of them when ``exact``, else a Monte Carlo sample). Ties (e.g. all scores
+    0) count as at least as extreme: they give p = 1, not 0. A Monte Carlo p counts the
+    observed labelling once more, so that it is never 0."""
+    tol = 1e-12 * max(1.0, abs(observed))
+    extra = 0 if exact else 1
+    ge, le = np.sum(null >= observed - tol), np.sum(null <= observed + tol)
+    return RelabelTest(
+        p_greater=float((ge + extra) / (null.size + extra)),
+        p_less=float((le + extra) / (null.size + extra)),
+        smallest_p=smallest_p,
+        exact=exact,
+    )
+
+
+def relabel_pvalues(
+    strata: Sequence[np.ndarray], seed: int = 0, max_exact: int = 1 << 20, draws: int = 20_000
+) -> RelabelTest:
+    """Stratified randomization test of one labelled unit against the rest of its stratum.
+
+    ``strata``: per stratum (a subject), one score per unit (an attribute), the labelled
+    unit first. The statistic is the mean over strata of the labelled unit's score minus the
+    mean of the others'; under the null the label is exchangeable within each stratum, so
+    its null distribution lets each unit of each stratum in turn carry it (all relabelings,
+    or ``draws`` seeded ones when there are more than ``max_exact``). Exact whatever the
+    scores' shape, where a signed-rank or t test on the differences assumes them symmetric.
+    """
+    rows = []
+    for scores in strata:
+        v = np.asarray(scores, dtype=np.float64)
+        rows.append(v - (v.sum() - v) / (len(v) - 1))  # the difference if each unit were labelled
+    observed = float(np.mean([r[0] for r in rows]))
+    total = math.prod(len(r) for r in rows)
+    exact = total <= max_exact
+    if exact:
+        sums = np.zeros(1)
+        for r in rows:
+            sums = (sums[:, None] + r[None, :]).ravel()
+        null = sums / len(rows)
+    else:
+        rng = np.random.default_rng(seed)
+        null = np.mean([r[rng.integers(0, len(r), draws)] for r in rows], axis=0)
+    return randomization_pvalues(observed, null, exact, smallest_p=1 / total)
