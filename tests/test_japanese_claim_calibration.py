@@ -152,7 +152,8 @@ def test_too_few_subjects_is_inconclusive(tmp_path):
 def test_four_subjects_cannot_reach_significance_and_says_so(tmp_path):
     data = synthetic.language_dataset((OTHERS[0], JA), n_subjects=4, per_pair=4)
     result = run(tmp_path, data, side_fraction={JA: 0.02}, n_layers=2, d_model=64)
-    assert result.verdict == Verdict.INCONCLUSIVE and result.pvalue == pytest.approx(1 / 16)
+    # The intersection-union p is the largest of its legs: at least the smallest p, 1/16.
+    assert result.verdict == Verdict.INCONCLUSIVE and result.pvalue >= 1 / 16
     assert any("cannot reach" in note for note in result.notes)
 
 
@@ -163,7 +164,7 @@ def test_early_versus_late_is_reported(tmp_path):
     assert result.verdict == Verdict.SUPPORTED
     early_late = result.tables["early_late"].set_index("part")
     assert early_late.loc["first minus last", "ci_lo"] > 0
-    assert early_late.loc["last third", "mean_J"] == 0.0
+    assert early_late.loc["last third", "mean_relative_J"] == 0.0
     sub = result.tables["sub_verdicts"].set_index("part")["verdict"]
     assert sub["clearer in earlier layers"] == "SUPPORTED"
 
