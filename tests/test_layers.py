@@ -149,3 +149,17 @@ def test_the_checks_see_an_upward_import(tmp_path):
     fake = tmp_path / "fake.py"
     fake.write_text("def f():\n    from harness import evidence\n")
     assert ("harness.evidence", 2, True) in harness_imports(fake)
+
+
+def test_the_pytest_entry_point_imports_nothing_heavy():
+    # Every pytest start in an environment with lmclaims installed loads harness.plugin
+    # (a pytest11 entry point): it must not pull in the statistics stack or torch.
+    import subprocess
+    import sys
+
+    heavy = ("numpy", "pandas", "scipy", "torch", "transformers", "matplotlib")
+    code = f"import sys, harness.plugin; print(','.join(m for m in {heavy!r} if m in sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert out.stdout.strip() == ""
