@@ -371,23 +371,23 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
         unavailable = ""
     controls = [] if matched is None else covariate_controls(matched, spec)
     selections = [study] if matched is None else [study, matched]
-    ranks = {s.tokens: standing(s.scores) for s in selections}
+    standings = {s.tokens: standing(s.scores) for s in selections}
 
     alpha = spec.thresholds["alpha"]
-    verdict, reason = decide_verdict(study, matched, ranks, controls, alpha, unavailable)
+    verdict, reason = decide_verdict(study, matched, standings, controls, alpha, unavailable)
     shown = matched or study
     per_j = shown.per_subject["J"].to_numpy()
     tests = [study.test.p_greater]
     if matched is not None:
         tests.append(matched.test.p_greater)
     tests += [c.test.p_greater if c.test is not None else 1.0 for c in controls]
-    tests += [st.pvalue for st in ranks.values()]
+    tests += [st.pvalue for st in standings.values()]
     tables["early_late"] = study.early_late
     if matched is not None:
         tables["matched_per_layer"] = _per_layer(matched.j)
         tables["matched_per_subject"] = matched.per_subject
         tables["matched_early_late"] = matched.early_late
-    tables["selections"] = _selection_table(selections, controls, ranks)
+    tables["selections"] = _selection_table(selections, controls, standings)
     earlier, earlier_note = clearer_early(selections, evidence.n_layers)
     tables["sub_verdicts"] = pd.DataFrame(
         [
@@ -527,7 +527,7 @@ def covariate_controls(selection: Selection, spec: ClaimSpec = SPEC) -> list[Con
 def control(per_pair: pd.DataFrame, covariate: str, seed: int, spec: ClaimSpec = SPEC) -> Control:
     """One covariate regressed out: the slope is fitted within subjects over the non-Japanese
     pairs only (fitted over all, it would absorb a Japanese effect into the covariate); see
-    ``length_adjusted_test``. Japanese pairs must lie inside the other pairs' range of the
+    ``covariate_adjusted_test``. Japanese pairs must lie inside the other pairs' range of the
     covariate, widened by ``length_extrapolation`` of its span each way."""
     japanese, others = per_pair[per_pair["japanese"]], per_pair[~per_pair["japanese"]]
     lo, hi = others[covariate].min(), others[covariate].max()
@@ -541,7 +541,7 @@ def control(per_pair: pd.DataFrame, covariate: str, seed: int, spec: ClaimSpec =
         y = np.concatenate([[ja["score"].mean()], rest["score"].to_numpy()])
         x = np.concatenate([[ja[covariate].mean()], rest[covariate].to_numpy()])
         subjects.append((y, x))
-    test, slope, shift = length_adjusted_test(subjects, seed, **_relabel_settings(spec))
+    test, slope, shift = covariate_adjusted_test(subjects, seed, **_relabel_settings(spec))
     separable = overlap >= spec.thresholds["min_length_overlap"]
     return Control(covariate, overlap, slope, shift, test if separable else None)
 
@@ -581,7 +581,7 @@ def standing(scores: pd.DataFrame) -> Standing:
     return Standing(rank, k, t, float(stats.t.sf(t, others.size - 1)))
 
 
-def length_adjusted_test(
+def covariate_adjusted_test(
     subjects: Sequence[tuple[np.ndarray, np.ndarray]],
     seed: int = 0,
     max_exact: int = 1 << 20,
@@ -640,7 +640,7 @@ def length_adjusted_test(
 def decide_verdict(
     study: Selection,
     matched: Selection | None,
-    ranks: dict[str, Standing],
+    standings: dict[str, Standing],
     controls: Sequence[Control],
     alpha: float,
     unavailable: str = "",
@@ -676,7 +676,7 @@ def decide_verdict(
         return Verdict.INCONCLUSIVE, (
             f"no significant difference in either direction ({shown_study}, {shown_matched})"
         )
-    behind = {tokens: st for tokens, st in ranks.items() if not st.pvalue < alpha}
+    behind = {tokens: st for tokens, st in standings.items() if not st.pvalue < alpha}
     if behind:
         shown = ", ".join(
             f"under {t!r} it ranks {st.rank} of {st.n_attributes}, p = {st.pvalue:.3g}"
@@ -702,7 +702,7 @@ def decide_verdict(
     adjusted = ", ".join(f"{c.name} {c.test.p_greater:.3g}" for c in controls if c.test)
     return Verdict.SUPPORTED, (
         f"{both}, Japanese standing out among the attributes under both ("
-        + ", ".join(f"{t!r} p = {st.pvalue:.3g}" for t, st in ranks.items())
+        + ", ".join(f"{t!r} p = {st.pvalue:.3g}" for t, st in standings.items())
         + f"), and with each covariate regressed out (p(J > 0): {adjusted})"
     )
 
@@ -735,11 +735,11 @@ def clearer_early(selections: Sequence[Selection], n_layers: int) -> tuple[Verdi
 def _selection_table(
     selections: Sequence[Selection],
     controls: Sequence[Control],
-    ranks: dict[str, Standing],
+    standings: dict[str, Standing],
 ) -> pd.DataFrame:
     rows = []
     for s in selections:
-        diff = s.early_late.iloc[2]
+        diff, place = s.early_late.iloc[2], standings[s.tokens]
         rows.append(
             {
                 "test": f"tokens {s.tokens!r}",
@@ -749,8 +749,8 @@ def _selection_table(
                 "p_J_greater": s.test.p_greater,
                 "p_J_less": s.test.p_less,
                 "subjects_J_positive": int((s.per_subject["J"] > 0).sum()),
-                "japanese_rank": f"{ranks[s.tokens].rank} of {ranks[s.tokens].n_attributes}",
-                "p_stands_out": ranks[s.tokens].pvalue,
+                "japanese_rank": f"{place.rank} of {place.n_attributes}",
+                "p_stands_out": place.pvalue,
                 "first_minus_last_third_relative": float(diff["mean_relative_J"]),
             }
         )

@@ -249,7 +249,7 @@ def test_relabel_test_exact_and_monte_carlo_agree():
     assert exact.p_greater + exact.p_less >= 1.0  # the observed labelling counts in both
 
 
-def test_length_adjusted_test_removes_a_pure_length_effect_and_keeps_a_language_one():
+def test_covariate_adjusted_test_removes_a_pure_length_effect_and_keeps_a_language_one():
     rng = np.random.default_rng(0)
     pure, language = [], []
     for _ in range(10):
@@ -257,16 +257,16 @@ def test_length_adjusted_test_removes_a_pure_length_effect_and_keeps_a_language_
         noise = rng.normal(0.0, 0.01, 12)
         pure.append((0.2 * x + noise, x))
         language.append((0.2 * x + noise + np.r_[0.05, np.zeros(11)], x))
-    p_pure = [claim.length_adjusted_test(pure, seed=s)[0].p_greater for s in range(3)]
-    test, slope, shift = claim.length_adjusted_test(language)
+    p_pure = [claim.covariate_adjusted_test(pure, seed=s)[0].p_greater for s in range(3)]
+    test, slope, shift = claim.covariate_adjusted_test(language)
     assert min(p_pure) > 0.05
     assert test.p_greater < 0.01 and slope == pytest.approx(0.2, abs=0.03) and shift > 0
 
 
-def test_length_adjusted_test_without_length_differences_is_the_plain_relabel_test():
+def test_covariate_adjusted_test_without_length_differences_is_the_plain_relabel_test():
     rng = np.random.default_rng(1)
     subjects = [(rng.exponential(1.0, 4), np.zeros(4)) for _ in range(5)]
-    test, slope, _ = claim.length_adjusted_test(subjects)
+    test, slope, _ = claim.covariate_adjusted_test(subjects)
     plain = claim.relabel_pvalues([y for y, _ in subjects])
     assert slope == 0.0 and test.exact and plain.exact
     assert test.p_greater == pytest.approx(plain.p_greater)
