@@ -40,7 +40,7 @@ from harness.stats.fit_engine import (
     EngineResult,
     compress,
     deterministic_subsample,
-    fit_engine,
+    fit_batch,
     logpdf,
     sample_sum,
     validated,
@@ -103,21 +103,24 @@ def density_histogram(x: np.ndarray, bins: int = SSE_BINS) -> tuple[np.ndarray, 
 # Scoring shared by both paths
 
 
-def _validity(
-    density: Callable[[np.ndarray], np.ndarray], lo: float, hi: float, extra: np.ndarray
-) -> str:
-    """Empty when the fitted density is a proper density on the data, else the reason.
+def validity_grid(lo: float, hi: float, extra: np.ndarray) -> np.ndarray:
+    """Where ``_validity`` integrates a density: 4097 even points over the data's range
+    plus data-adaptive ones, so that a narrow core beside far outliers is still resolved.
+    Computed once per sample and shared by its families."""
+    return np.unique(
+        np.concatenate([np.linspace(lo, hi, 4097), extra[(extra > lo) & (extra < hi)]])
+    )
+
+
+def _validity(density: Callable[[np.ndarray], np.ndarray], grid: np.ndarray) -> str:
+    """Empty when the fitted density is a proper density on the data (``grid`` spans it
+    from its minimum to its maximum), else the reason.
 
     Periodic families (vonmises) evaluated on unbounded data can report likelihoods far
     above every real family; their pdf then integrates to far more than 1 over the data.
-    The grid adds data-adaptive points so that a narrow core beside far outliers is still
-    resolved.
     """
-    grid = np.unique(
-        np.concatenate([np.linspace(lo, hi, 4097), extra[(extra > lo) & (extra < hi)]])
-    )
     with np.errstate(all="ignore"):
-        log_ends = density(np.array([lo, hi]))
+        log_ends = density(grid[[0, -1]])
         mass = float(np.trapezoid(np.exp(density(grid)), grid))
     if not np.isfinite(log_ends).all():
         return "data outside the fitted support"
@@ -131,7 +134,7 @@ def check_validity(dist: stats.rv_continuous, params: tuple[float, ...], x: np.n
     lo, hi = float(np.min(x)), float(np.max(x))
     iqr = float(np.subtract(*np.percentile(x, [75, 25])))
     extra = np.median(x) + iqr * np.sinh(np.linspace(-20, 20, 4097))
-    return _validity(lambda v: dist.logpdf(v, *params), lo, hi, extra)
+    return _validity(lambda v: dist.logpdf(v, *params), validity_grid(lo, hi, extra))
 
 
 def _failed(name: str, started: float, note: str) -> FamilyFit:
@@ -213,7 +216,25 @@ def binned_loglik(name: str, params: Sequence[float], s: Compressed) -> float:
     return sample_sum(lambda v: logpdf(name, v, params), s, exact)
 
 
-def score(name: str, fit: EngineResult, s: Compressed, started: float) -> FamilyFit:
+@dataclass(frozen=True)
+class _Sample:
+    """One sample as the engine path needs it: the values, their compressed form and the
+    grid its densities are checked on."""
+
+    x: np.ndarray
+    s: Compressed
+    grid: np.ndarray
+
+
+def _prepared(x: np.ndarray) -> _Sample:
+    x = validated(x)
+    s = compress(x)  # refuses degenerate samples
+    return _Sample(x, s, validity_grid(s.lo, s.hi, s.edges))
+
+
+def score(
+    name: str, fit: EngineResult, s: Compressed, started: float, grid: np.ndarray | None = None
+) -> FamilyFit:
     """Log-likelihood, criteria and validity of engine parameters."""
     if not fit.params:
         return _failed(name, started, fit.note or "fit failed")
@@ -223,32 +244,46 @@ def score(name: str, fit: EngineResult, s: Compressed, started: float) -> Family
     def density(v: np.ndarray) -> np.ndarray:
         return logpdf(name, v, params)
 
-    reason = _validity(density, s.lo, s.hi, s.edges) if math.isfinite(loglik) else ""
+    grid = validity_grid(s.lo, s.hi, s.edges) if grid is None else grid
+    reason = _validity(density, grid) if math.isfinite(loglik) else ""
     with np.errstate(all="ignore"):
         sse = float(np.sum((np.exp(density(s.sse_centers)) - s.sse_heights) ** 2))
     return _assemble(name, params, loglik, s.n, fit.converged, reason, sse, started, fit.note)
 
 
-def _fit_one(
+def _fit_family(
     name: str,
-    x: np.ndarray,
-    s: Compressed,
+    samples: Sequence[_Sample],
     subsample: int,
     seed: int,
-    start: Sequence[float] | None = None,
-) -> FamilyFit:
+    starts: Sequence[Sequence[float] | None] | None = None,
+) -> list[FamilyFit]:
+    """One family on every sample, fitted together; each fit's seconds are its share of
+    the batch's fitting time plus its own scoring."""
     started = time.perf_counter()
     try:
-        fit = fit_engine(name, s, x, subsample, seed, start)
+        fits = fit_batch(
+            name, [p.s for p in samples], [p.x for p in samples], subsample, seed, starts
+        )
     except Exception as exc:  # a family that fails is a recorded result, never a crash
-        return _failed(name, started, f"fit failed: {type(exc).__name__}: {exc}")
-    return score(name, fit, s, started)
+        if len(samples) == 1:
+            return [_failed(name, started, f"fit failed: {type(exc).__name__}: {exc}")]
+        # one sample's failure must not take the others' fits with it: each alone
+        given = list(starts) if starts is not None else [None] * len(samples)
+        return [
+            _fit_family(name, [p], subsample, seed, [start])[0]
+            for p, start in zip(samples, given, strict=True)
+        ]
+    share = (time.perf_counter() - started) / len(samples)
+    return [
+        score(name, fit, p.s, time.perf_counter() - share, p.grid)
+        for fit, p in zip(fits, samples, strict=True)
+    ]
 
 
 def fit_fast(name: str, x: np.ndarray, subsample: int = 4000, seed: int = 0) -> FamilyFit:
     """One family by the engine; failures are recorded, never raised."""
-    x = validated(x)
-    return _fit_one(name, x, compress(x), subsample, seed)
+    return _fit_family(name, [_prepared(x)], subsample, seed)[0]
 
 
 # (wider family, nested family, the nested family's parameters as the wider one's): the
@@ -265,21 +300,52 @@ NESTED: tuple[tuple[str, str, Callable[[tuple[float, ...]], tuple[float, ...]]],
 
 
 def _enforce_nesting(
-    fits: dict[str, FamilyFit], x: np.ndarray, s: Compressed, subsample: int, seed: int
-) -> dict[str, FamilyFit]:
-    """Refit a wider family from the nested family's optimum when it ended below it (a
-    local optimum), so that nested families tie at worst, as they must."""
-    fits = dict(fits)
+    fits: list[dict[str, FamilyFit]], samples: Sequence[_Sample], subsample: int, seed: int
+) -> None:
+    """Refit a wider family from the nested family's optimum where it ended below it (a
+    local optimum), so that nested families tie at worst, as they must (in place)."""
     for wide, narrow, embed in NESTED:
-        if wide not in fits or narrow not in fits or not fits[narrow].params:
+        behind = [
+            i
+            for i, (f, p) in enumerate(zip(fits, samples, strict=True))
+            if wide in f
+            and narrow in f
+            and f[narrow].params
+            and not f[wide].loglik >= f[narrow].loglik - 1e-9 * p.s.n
+        ]
+        if not behind:
             continue
-        if fits[wide].loglik >= fits[narrow].loglik - 1e-9 * s.n:
-            continue
-        refit = _fit_one(wide, x, s, subsample, seed, embed(fits[narrow].params))
-        if refit.loglik > fits[wide].loglik:
-            seconds = fits[wide].seconds + refit.seconds
-            fits[wide] = dataclasses.replace(refit, seconds=seconds)
-    return fits
+        starts = [embed(fits[i][narrow].params) for i in behind]
+        refits = _fit_family(wide, [samples[i] for i in behind], subsample, seed, starts)
+        for i, refit in zip(behind, refits, strict=True):
+            if refit.loglik > fits[i][wide].loglik:
+                seconds = fits[i][wide].seconds + refit.seconds
+                fits[i][wide] = dataclasses.replace(refit, seconds=seconds)
+
+
+def rank_many(
+    xs: Sequence[np.ndarray], families: tuple[str, ...], subsample: int = 4000, seed: int = 0
+) -> list[Ranking | ValueError]:
+    """``rank`` (the engine) for many samples at once: each family is fitted to all of
+    them together, one batched Newton step for all, which pays numpy's per-call overhead
+    once per step instead of once per sample. Each sample's ranking is the one ``rank``
+    gives it alone. A sample that cannot be fitted (NaN/inf, too few values, constant)
+    has its ValueError in its place. Raises FamilyError for unknown names."""
+    check_names(families)
+    out: list[Ranking | ValueError | None] = [None] * len(xs)
+    samples, where = [], []
+    for i, x in enumerate(xs):
+        try:
+            samples.append(_prepared(x))
+            where.append(i)
+        except ValueError as exc:
+            out[i] = exc
+    per_family = {name: _fit_family(name, samples, subsample, seed) for name in families}
+    fits = [{name: per_family[name][j] for name in families} for j in range(len(samples))]
+    _enforce_nesting(fits, samples, subsample, seed)
+    for i, p, f in zip(where, samples, fits, strict=True):
+        out[i] = Ranking(len(p.x), tuple(f[name] for name in families))
+    return [r for r in out if r is not None]
 
 
 def rank(
@@ -297,14 +363,15 @@ def rank(
     FamilyError for unknown names, ValueError for NaN/inf or too few values, and
     DegenerateSampleError for a (near-)constant sample.
     """
+    if method == "engine":
+        result = rank_many([x], families, subsample, seed)[0]
+        if isinstance(result, ValueError):
+            raise result
+        return result
+    if method != "scipy":
+        raise ValueError(f"unknown fitting method {method!r}; use 'engine' or 'scipy'")
     check_names(families)
     x = validated(x)
-    s = compress(x)  # also refuses degenerate samples, whichever method fits
-    if method == "scipy":
-        fit_on = deterministic_subsample(x, subsample, seed)
-        return Ranking(len(x), tuple(fit_family(name, x, fit_on) for name in families))
-    if method != "engine":
-        raise ValueError(f"unknown fitting method {method!r}; use 'engine' or 'scipy'")
-    fits = {name: _fit_one(name, x, s, subsample, seed) for name in families}
-    fits = _enforce_nesting(fits, x, s, subsample, seed)
-    return Ranking(len(x), tuple(fits[name] for name in families))
+    compress(x)  # refuses degenerate samples, as the engine does
+    fit_on = deterministic_subsample(x, subsample, seed)
+    return Ranking(len(x), tuple(fit_family(name, x, fit_on) for name in families))

@@ -29,13 +29,14 @@ from scipy.optimize import brentq
 
 from harness.stats.errors import InsufficientDataError
 from harness.stats.families import EXTRA_FAMILIES, STUDY_FAMILIES
+from harness.stats.newton import MAX_NEWTON_STEPS, Objective, Optimum, multistart, newton, node_sum
 
 FAMILIES: dict[str, stats.rv_continuous] = {
     name: getattr(stats, name) for name in STUDY_FAMILIES + EXTRA_FAMILIES
 }
 SSE_BINS = 150  # the study's histogram SSE
 # Bumped whenever fitting changes its numbers, so cached fits are recomputed.
-ENGINE_VERSION = 2
+ENGINE_VERSION = 3
 MIN_VALUES = 100
 # Bins of the engine's compressed sample: uniform over +-CORE_WIDTH robust standard
 # deviations around the median, geometric steps of TAIL_GROWTH beyond.
@@ -43,7 +44,6 @@ CORE_BINS = 1024
 CORE_WIDTH = 5.0
 TAIL_GROWTH = 0.01
 SEARCH_MERGE = 4  # fine bins per node pair of the optimizer's objective
-MAX_NEWTON_STEPS = 80
 
 
 class DegenerateSampleError(InsufficientDataError):
@@ -599,129 +599,9 @@ _LOC_SCALE: dict[str, _LocScale] = {
 
 
 # --------------------------------------------------------------------------------------
-# Optimizer: damped Newton with batched finite-difference derivatives
-
-Objective = Callable[[np.ndarray], np.ndarray]
-# The full and half Newton step first (almost always enough) and a longer one, for
-# likelihoods creeping towards a limit at infinity whose tiny curvature the finite
-# differences overstate; shorter steps only when none of those improves.
-_FIRST_STEPS = np.array([1.0, 0.5, 4.0])
-_BACKTRACK_STEPS = np.array([0.25, 0.1, 0.03, 0.01, 0.001])
-
-
-@dataclass(frozen=True)
-class _Optimum:
-    theta: np.ndarray
-    value: float
-    converged: bool
-    iterations: int
-    note: str = ""
-
-
-def _newton(
-    objective: Objective,
-    theta0: np.ndarray,
-    max_iter: int = MAX_NEWTON_STEPS,
-    tol: float = 1e-11,
-    flat_tol: float = 2e-8,
-    max_step: float = 3.0,
-) -> _Optimum:
-    """Minimize a smooth objective (mean negative log-likelihood per value).
-
-    Each step evaluates the whole central-difference stencil and the line search in one
-    batched call each, since numpy's per-call overhead, not arithmetic, dominates on a
-    thousand bins. Indefinite Hessians are made positive by taking absolute eigenvalues.
-    """
-    theta = np.asarray(theta0, dtype=np.float64).copy()
-    k = theta.size
-    f0 = float(objective(theta[None])[0])
-    if not math.isfinite(f0):
-        return _Optimum(theta, f0, False, 0, "non-finite log-likelihood at the start")
-    eye = np.eye(k)
-    iu, ju = np.triu_indices(k, 1)
-    pairs = eye[iu] + eye[ju]
-    flat = 0
-    for it in range(1, max_iter + 1):
-        for h in (1e-4, 1e-6):
-            stencil = np.concatenate([theta + h * eye, theta - h * eye, theta + h * pairs])
-            vals = objective(stencil)
-            if np.isfinite(vals).all():
-                break
-        else:
-            # The data sit at the edge of the support: no room left for a stencil here.
-            return _Optimum(theta, f0, True, it, "at a support boundary")
-        fp, fm, fc = vals[:k], vals[k : 2 * k], vals[2 * k :]
-        grad = (fp - fm) / (2 * h)
-        hess = np.empty((k, k))
-        hess[np.diag_indices(k)] = (fp - 2 * f0 + fm) / (h * h)
-        off = (fc - fp[iu] - fp[ju] + f0) / (h * h)
-        hess[iu, ju] = off
-        hess[ju, iu] = off
-        lam, vec = np.linalg.eigh(hess)
-        lam = np.maximum(np.abs(lam), max(1e-8 * float(np.abs(lam).max()), 1e-12))
-        proj = vec.T @ grad
-        direction = -vec @ (proj / lam)
-        decrement = 0.5 * float(np.sum(proj * proj / lam))
-        length = float(np.linalg.norm(direction))
-        if length > max_step:
-            direction *= max_step / length
-        fractions = _FIRST_STEPS
-        trial = objective(theta + fractions[:, None] * direction)
-        if not trial.min() < f0:
-            fractions = _BACKTRACK_STEPS
-            trial = objective(theta + fractions[:, None] * direction)
-        best = int(np.argmin(trial))
-        gain = f0 - float(trial[best])
-        if not gain > 0:
-            # rounding noise in the stencil, or a rough objective: fine if little was left
-            converged = decrement < 1e-5
-            note = "" if converged else "line search found no decrease"
-            return _Optimum(theta, f0, converged, it, note)
-        theta = theta + fractions[best] * direction
-        f0 = float(trial[best])
-        if decrement < tol or (gain < tol and fractions[best] >= 0.25):
-            return _Optimum(theta, f0, True, it)
-        # A likelihood creeping up by < flat_tol per value per step for two steps is
-        # approaching a limiting case (loggamma -> normal as c -> inf, johnsonsb ->
-        # lognormal) along a direction whose curvature is below the finite-difference
-        # noise: what is left to gain there is negligible.
-        flat = flat + 1 if gain < flat_tol else 0
-        if flat >= 2:
-            return _Optimum(theta, f0, True, it)
-    return _Optimum(theta, f0, False, max_iter, f"no convergence in {max_iter} Newton steps")
-
-
-def _multistart(
-    objective: Objective,
-    starts: np.ndarray,
-    keep: int = 2,
-    margin: float = 0.05,
-    probe: int = 2,
-    promise: float = 1e-3,
-) -> _Optimum:
-    """Newton from the best start to convergence, then short probes from the next few
-    (those within ``margin`` per value at the start): one start can sit in the basin of a
-    worse local optimum (skewed or bimodal samples). A probe that beats the best so far,
-    or comes within ``promise`` per value of it somewhere else, is run to convergence."""
-    values = objective(starts)
-    order = [int(i) for i in np.argsort(values) if values[i] <= values.min() + margin][:keep]
-    if not order:
-        return _Optimum(starts[0], math.inf, False, 0, "no starting point with a finite likelihood")
-    best = _newton(objective, starts[order[0]])
-    for i in order[1:]:
-        trial = _newton(objective, starts[i], max_iter=probe)
-        elsewhere = float(np.max(np.abs(trial.theta - best.theta))) > 0.5  # another basin
-        if not trial.converged and (
-            trial.value < best.value - 1e-7 or (elsewhere and trial.value < best.value + promise)
-        ):
-            trial = _newton(objective, trial.theta)
-        if trial.converged and trial.value < best.value:
-            best = trial
-    return best
-
-
-# --------------------------------------------------------------------------------------
-# Engine fits; each returns scipy's parameters in data units
+# Engine fits: each fits one family to a batch of samples at once (one Newton step of
+# every sample per objective call, see ``newton``) and returns scipy's parameters in
+# data units, one result per sample
 
 
 @dataclass(frozen=True)
@@ -739,16 +619,55 @@ def _wsum(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return np.sum(values * weights, axis=-1)
 
 
-def _neg_loglik(engine: _LocScale, nodes: np.ndarray, weights: np.ndarray, n: int) -> Objective:
-    """Mean negative log-likelihood per value over weighted nodes (y units)."""
+@dataclass(frozen=True)
+class NodeSet:
+    """The weighted nodes of a batch of samples (y units), one row per sample, padded to
+    the widest with copies of the row's first node at weight 0 (a data point, so its
+    log-density is finite wherever the row's is); with per-sample constants."""
 
-    def objective(theta: np.ndarray) -> np.ndarray:
+    y: np.ndarray  # (S, N)
+    w: np.ndarray  # (S, N)
+    n: np.ndarray  # (S,) values per sample
+    ylo: np.ndarray  # (S,) the extremes, y units
+    yhi: np.ndarray
+
+
+def node_set(
+    samples: Sequence[Compressed], nodes: Sequence[tuple[np.ndarray, np.ndarray]]
+) -> NodeSet:
+    width = max(len(y) for y, _ in nodes)
+    y = np.empty((len(nodes), width))
+    w = np.zeros((len(nodes), width))
+    for i, (yi, wi) in enumerate(nodes):
+        y[i, : len(yi)], y[i, len(yi) :], w[i, : len(wi)] = yi, yi[0], wi
+    return NodeSet(
+        y,
+        w,
+        np.array([s.n for s in samples], dtype=np.float64),
+        np.array([s.ylo for s in samples]),
+        np.array([s.yhi for s in samples]),
+    )
+
+
+def _search_set(samples: Sequence[Compressed]) -> NodeSet:
+    return node_set(samples, [(s.nodes, s.weights) for s in samples])
+
+
+def _mean_nll(log_spread: np.ndarray, lp: np.ndarray, ns: NodeSet, rows: np.ndarray) -> np.ndarray:
+    """Mean negative log-likelihood per value, +inf where it is not finite."""
+    value = log_spread - node_sum(lp, ns.w[rows]) / ns.n[rows]
+    return np.where(np.isfinite(value), value, np.inf)
+
+
+def _neg_loglik(engine: _LocScale, ns: NodeSet) -> Objective:
+    """Mean negative log-likelihood per value over each sample's weighted nodes."""
+
+    def objective(theta: np.ndarray, rows: np.ndarray) -> np.ndarray:
         *shapes, loc, scale = engine.natural(theta)
-        z = (nodes - loc[:, None]) / scale[:, None]
+        z = (ns.y[rows] - loc[:, None]) / scale[:, None]
         with np.errstate(all="ignore"):
             lp = engine.logpdf0(z, *(p[:, None] for p in shapes))
-            value = np.log(scale) - _wsum(lp, weights) / n
-        return np.where(np.isfinite(value), value, np.inf)
+            return _mean_nll(np.log(scale), lp, ns, rows)
 
     return objective
 
@@ -808,35 +727,69 @@ def _starts(name: str, s: Compressed) -> np.ndarray:
     return engine.free((*shapes, locs, scales))
 
 
-def _polish_cusp(engine: _LocScale, s: Compressed, best: _Optimum) -> _Optimum:
+def _stacked(starts: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Every sample's starts in one array, with the sample each belongs to."""
+    rows = np.concatenate([np.full(len(st), i, dtype=np.intp) for i, st in enumerate(starts)])
+    return np.concatenate(starts), rows
+
+
+def _polish_cusp(
+    engine: _LocScale, samples: Sequence[Compressed], found: list[Optimum]
+) -> list[Optimum]:
     """A family with a cusp at loc (gennorm with beta < 2, dweibull) is refined on the
     fine bins plus the raw values around loc, where no smooth rule holds."""
-    if not (engine.cusp and math.isfinite(best.value)) or best.iterations >= MAX_NEWTON_STEPS:
-        return best
-    loc_y = float(engine.natural(best.theta[None])[-2][0])
-    polish = _neg_loglik(engine, *_fine_nodes(s, loc_y), s.n)
+    if not engine.cusp:
+        return found
+    which = [
+        i
+        for i, best in enumerate(found)
+        if math.isfinite(best.value) and best.iterations < MAX_NEWTON_STEPS
+    ]
+    if not which:
+        return found
+    locs = [float(engine.natural(found[i].theta[None])[-2][0]) for i in which]
+    chosen = [samples[i] for i in which]
+    ns = node_set(chosen, [_fine_nodes(s, loc) for s, loc in zip(chosen, locs, strict=True)])
     # The cusp makes both objectives rough at the scale of the bins or of the data's
     # spacing, so a search or polish that stalls in the line search is done, not failed.
-    polished = _newton(polish, best.theta, max_iter=3 if best.converged else 8)
-    return dataclasses.replace(polished, converged=True, note="")
+    budget = np.array([3 if found[i].converged else 8 for i in which])
+    polished = newton(
+        _neg_loglik(engine, ns),
+        np.array([found[i].theta for i in which]),
+        np.arange(len(which)),
+        budget,
+    )
+    out = list(found)
+    for i, opt in zip(which, polished, strict=True):
+        out[i] = dataclasses.replace(opt, converged=True, note="")
+    return out
 
 
-def _fit_loc_scale(name: str, s: Compressed, start: Sequence[float] | None = None) -> EngineResult:
+def _fit_loc_scale(
+    name: str, samples: Sequence[Compressed], given: Sequence[Sequence[float] | None]
+) -> list[EngineResult]:
     engine = _LOC_SCALE[name]
-    objective = _neg_loglik(engine, s.nodes, s.weights, s.n)
-    if start is None:
-        starts = _starts(name, s)
-    else:  # a given start (a nested family's optimum) is followed alone
-        *shapes, loc, scale = start
-        starts = engine.free((*shapes, (loc - s.center) / s.width, scale / s.width))
+    starts = []
+    for s, start in zip(samples, given, strict=True):
+        if start is None:
+            starts.append(_starts(name, s))
+        else:  # a given start (a nested family's optimum) is followed alone
+            *shapes, loc, scale = start
+            starts.append(engine.free((*shapes, (loc - s.center) / s.width, scale / s.width)))
+    objective = _neg_loglik(engine, _search_set(samples))
     # two extra probes for one-shape families, one for the costlier two-shape ones
-    best = _multistart(objective, starts, keep=3 if engine.n_shapes < 2 else 2)
-    if not math.isfinite(best.value):
-        return EngineResult((), False, best.note)
-    best = _polish_cusp(engine, s, best)
-    *shapes, loc, scale = (float(p[0]) for p in engine.natural(best.theta[None]))
-    params = (*shapes, float(s.to_x(loc)), s.width * scale)
-    return EngineResult(params, best.converged and math.isfinite(best.value), best.note)
+    keep = 3 if engine.n_shapes < 2 else 2
+    found = multistart(objective, *_stacked(starts), len(samples), keep=keep)
+    found = _polish_cusp(engine, samples, found)
+    out = []
+    for s, best in zip(samples, found, strict=True):
+        if not math.isfinite(best.value):
+            out.append(EngineResult((), False, best.note))
+            continue
+        *shapes, loc, scale = (float(p[0]) for p in engine.natural(best.theta[None]))
+        params = (*shapes, float(s.to_x(loc)), s.width * scale)
+        out.append(EngineResult(params, best.converged and math.isfinite(best.value), best.note))
+    return out
 
 
 def _fit_norm(s: Compressed) -> EngineResult:
@@ -886,73 +839,79 @@ def _fit_laplace_asymmetric(s: Compressed) -> EngineResult:
     return EngineResult((kappa, float(s.to_x(y[i])), scale), True, loglik=loglik)
 
 
-def _fit_truncnorm(s: Compressed) -> EngineResult:
+def _fit_truncnorm(samples: Sequence[Compressed]) -> list[EngineResult]:
     """The MLE puts the truncation points at the sample's extremes (a tighter support only
     raises the density of every value), leaving loc and scale to optimize."""
-    pad = 1e-9 * (s.yhi - s.ylo)
-    ylo, yhi = s.ylo - pad, s.yhi + pad
+    ns = _search_set(samples)
+    pad = 1e-9 * (ns.yhi - ns.ylo)
+    ylo, yhi = ns.ylo - pad, ns.yhi + pad
 
-    def objective(theta: np.ndarray) -> np.ndarray:
+    def objective(theta: np.ndarray, rows: np.ndarray) -> np.ndarray:
         loc, scale = theta[:, 0], np.exp(theta[:, 1])
-        a, b = (ylo - loc) / scale, (yhi - loc) / scale
-        z = (s.nodes - loc[:, None]) / scale[:, None]
+        a, b = (ylo[rows] - loc) / scale, (yhi[rows] - loc) / scale
+        z = (ns.y[rows] - loc[:, None]) / scale[:, None]
         with np.errstate(all="ignore"):
-            value = (
-                np.log(scale)
-                + _log_gauss_mass(a, b)
-                + _wsum(0.5 * z * z, s.weights) / s.n
-                + _LOG_SQRT_2PI
-            )
-        return np.where(np.isfinite(value), value, np.inf)
+            log_norm = np.log(scale) + _log_gauss_mass(a, b) + _LOG_SQRT_2PI
+            return _mean_nll(log_norm, -0.5 * z * z, ns, rows)
 
-    mean = float(_wsum(s.y, s.count)) / s.n
-    sd = math.sqrt(float(_wsum((s.y - mean) ** 2 + s.spread**2, s.count)) / s.n)
-    starts = np.array([[mean, math.log(sd * f)] for f in (0.5, 1.0, 2.0, 5.0)])
-    starts = np.concatenate([starts, [[0.0, 0.0], [s.ylo, math.log(sd)], [s.yhi, math.log(sd)]]])
-    values = objective(starts)
-    best = _newton(objective, starts[int(np.argmin(values))])
-    loc = float(s.to_x(best.theta[0]))
-    scale = s.width * math.exp(best.theta[1])
-    span = s.hi - s.lo
-    a = (s.lo - 1e-9 * span - loc) / scale
-    b = (s.hi + 1e-9 * span - loc) / scale
-    return EngineResult((a, b, loc, scale), best.converged, best.note)
+    starts = []
+    for s in samples:
+        mean = float(_wsum(s.y, s.count)) / s.n
+        sd = math.sqrt(float(_wsum((s.y - mean) ** 2 + s.spread**2, s.count)) / s.n)
+        mine = [[mean, math.log(sd * f)] for f in (0.5, 1.0, 2.0, 5.0)]
+        starts.append(np.array([*mine, [0.0, 0.0], [s.ylo, math.log(sd)], [s.yhi, math.log(sd)]]))
+    theta, rows = _stacked(starts)
+    values = objective(theta, rows).reshape(len(samples), -1)
+    first = np.array([st[int(np.argmin(v))] for st, v in zip(starts, values, strict=True)])
+    out = []
+    for s, best in zip(samples, newton(objective, first, np.arange(len(samples))), strict=True):
+        loc = float(s.to_x(best.theta[0]))
+        scale = s.width * math.exp(best.theta[1])
+        span = s.hi - s.lo
+        a = (s.lo - 1e-9 * span - loc) / scale
+        b = (s.hi + 1e-9 * span - loc) / scale
+        out.append(EngineResult((a, b, loc, scale), best.converged, best.note))
+    return out
 
 
-def _fit_johnsonsb(s: Compressed) -> EngineResult:
+def _fit_johnsonsb(samples: Sequence[Compressed]) -> list[EngineResult]:
     """Given the support [L, U], a and b are the normal MLE of logit((x-L)/(U-L)); the
     search is over how far L and U sit beyond the sample's extremes (log distances)."""
-    span = s.yhi - s.ylo
+    ns = _search_set(samples)
+    span = ns.yhi - ns.ylo
 
-    def profile(theta: np.ndarray) -> tuple[np.ndarray, ...]:
+    def profile(theta: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, ...]:
         far = _capped(1e6)[0]  # beyond a million spans johnsonsb is its limit
-        lower = s.ylo - span * (1e-12 + far(theta[:, 0]))
-        upper = s.yhi + span * (1e-12 + far(theta[:, 1]))
+        lower = ns.ylo[rows] - span[rows] * (1e-12 + far(theta[:, 0]))
+        upper = ns.yhi[rows] + span[rows] * (1e-12 + far(theta[:, 1]))
         width = upper - lower
-        z = (s.nodes - lower[:, None]) / width[:, None]
+        z = (ns.y[rows] - lower[:, None]) / width[:, None]
         lz, l1z = np.log(z), np.log1p(-z)
         logit = lz - l1z
-        mean = _wsum(logit, s.weights) / s.n
-        var = _wsum((logit - mean[:, None]) ** 2, s.weights) / s.n
+        w, n = ns.w[rows], ns.n[rows]
+        mean = node_sum(logit, w) / n
+        var = node_sum((logit - mean[:, None]) ** 2, w) / n
         b = 1.0 / np.sqrt(var)
         a = -mean * b
         return a, b, lower, width, lz, l1z, logit
 
-    def objective(theta: np.ndarray) -> np.ndarray:
+    def objective(theta: np.ndarray, rows: np.ndarray) -> np.ndarray:
         with np.errstate(all="ignore"):
-            a, b, _, width, lz, l1z, logit = profile(theta)
+            a, b, _, width, lz, l1z, logit = profile(theta, rows)
             lp = -lz - l1z + _lp_norm(a[:, None] + b[:, None] * logit)
-            value = np.log(width) - np.log(b) - _wsum(lp, s.weights) / s.n
-        return np.where(np.isfinite(value), value, np.inf)
+            return _mean_nll(np.log(width) - np.log(b), lp, ns, rows)
 
     grid = np.array(
         [(p, q) for p in (-4.0, -2.0, 0.0, 2.0, 5.0, 9.0) for q in (-4.0, -2.0, 0.0, 2.0, 5.0, 9.0)]
     )
-    best = _multistart(objective, grid)
-    with np.errstate(all="ignore"):
-        a, b, lower, width, *_ = profile(best.theta[None])
-    params = (float(a[0]), float(b[0]), float(s.to_x(lower[0])), s.width * float(width[0]))
-    return EngineResult(params, best.converged and math.isfinite(best.value), best.note)
+    found = multistart(objective, *_stacked([grid] * len(samples)), len(samples))
+    out = []
+    for i, (s, best) in enumerate(zip(samples, found, strict=True)):
+        with np.errstate(all="ignore"):
+            a, b, lower, width, *_ = profile(best.theta[None], np.array([i]))
+        params = (float(a[0]), float(b[0]), float(s.to_x(lower[0])), s.width * float(width[0]))
+        out.append(EngineResult(params, best.converged and math.isfinite(best.value), best.note))
+    return out
 
 
 def _fit_vonmises(s: Compressed) -> EngineResult:
@@ -985,81 +944,101 @@ def _fit_vonmises(s: Compressed) -> EngineResult:
     return EngineResult((kappa, loc, 1.0), True, loglik=loglik)
 
 
-def _fit_pearson3(s: Compressed) -> EngineResult:
+Natural = Callable[[np.ndarray, np.ndarray], Arrays]
+
+
+def _shaped_nll(natural: Natural, logpdf0: Callable[..., np.ndarray], ns: NodeSet) -> Objective:
+    """The negative log-likelihood of a one-shape location-scale family whose free
+    coordinates map to (shape, loc, scale) through each sample's own extremes."""
+
+    def objective(theta: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        shape, loc, scale = natural(theta, rows)
+        z = (ns.y[rows] - loc[:, None]) / scale[:, None]
+        with np.errstate(all="ignore"):
+            return _mean_nll(np.log(scale), logpdf0(z, shape[:, None]), ns, rows)
+
+    return objective
+
+
+def _fit_pearson3(samples: Sequence[Compressed]) -> list[EngineResult]:
     """pearson3 is a gamma with mean loc, sd scale and skewness skew, whose support ends at
     loc - 2 scale / skew; the MLE of a skewed sample often presses that edge against an
     extreme value. The search runs over (w, mean, log sd) with the skewness mapped into
     the open interval that keeps every value inside the support: every point is
     feasible, skew 0 (the normal) is an ordinary interior point, and an edge at the data
     is w -> +-inf."""
+    ns = _search_set(samples)
 
-    def natural(theta: np.ndarray) -> Arrays:
+    def natural(theta: np.ndarray, rows: np.ndarray) -> Arrays:
         mean, sd = theta[:, 1], np.exp(theta[:, 2])
+        ylo, yhi = ns.ylo[rows], ns.yhi[rows]
         with np.errstate(all="ignore"):
-            most = 2 * sd / (mean - s.ylo)  # the largest skew keeping the minimum inside
-            least = -2 * sd / (s.yhi - mean)
+            most = 2 * sd / (mean - ylo)  # the largest skew keeping the minimum inside
+            least = -2 * sd / (yhi - mean)
             skew = least + (most - least) * sc.expit(theta[:, 0])
-        inside = (mean > s.ylo) & (mean < s.yhi)
+        inside = (mean > ylo) & (mean < yhi)
         return np.where(inside, skew, np.nan), mean, sd
-
-    def objective(theta: np.ndarray) -> np.ndarray:
-        skew, loc, scale = natural(theta)
-        z = (s.nodes - loc[:, None]) / scale[:, None]
-        with np.errstate(all="ignore"):
-            lp = _lp_pearson3(z, skew[:, None])
-            value = np.log(scale) - _wsum(lp, s.weights) / s.n
-        return np.where(np.isfinite(value), value, np.inf)
 
     skew = np.array([-2.0, -1.0, -0.5, -0.2, 0.0, 0.2, 0.5, 1.0, 2.0])
     alpha = 4 / np.maximum(skew * skew, 1e-12)
     quart = np.array([0.25, 0.5, 0.75])
     q = (sc.gammaincinv(alpha[:, None], quart) - alpha[:, None]) / np.sqrt(alpha[:, None])
     q = np.where(skew[:, None] < 0, -q[:, ::-1], q)  # a negative skew mirrors the gamma
-    scale = (s.q75 - s.q25) / (q[:, 2] - q[:, 0])
-    mean = np.clip(-scale * q[:, 1], s.ylo + 1e-3, s.yhi - 1e-3)
-    most, least = 2 * scale / (mean - s.ylo), -2 * scale / (s.yhi - mean)
-    share = np.clip((skew - least) / (most - least), 1e-3, 1 - 1e-3)
-    starts = np.column_stack([sc.logit(share), mean, np.log(scale)])
-    best = _multistart(objective, starts)
-    skew_, loc, scale_ = (float(p[0]) for p in natural(best.theta[None]))
-    params = (skew_, float(s.to_x(loc)), s.width * scale_)
-    return EngineResult(params, best.converged and math.isfinite(best.value), best.note)
+    starts = []
+    for s in samples:
+        scale = (s.q75 - s.q25) / (q[:, 2] - q[:, 0])
+        mean = np.clip(-scale * q[:, 1], s.ylo + 1e-3, s.yhi - 1e-3)
+        most, least = 2 * scale / (mean - s.ylo), -2 * scale / (s.yhi - mean)
+        share = np.clip((skew - least) / (most - least), 1e-3, 1 - 1e-3)
+        starts.append(np.column_stack([sc.logit(share), mean, np.log(scale)]))
+    objective = _shaped_nll(natural, _lp_pearson3, ns)
+    found = multistart(objective, *_stacked(starts), len(samples))
+    out = []
+    for i, (s, best) in enumerate(zip(samples, found, strict=True)):
+        skew_, loc, scale_ = (float(p[0]) for p in natural(best.theta[None], np.array([i])))
+        params = (skew_, float(s.to_x(loc)), s.width * scale_)
+        out.append(EngineResult(params, best.converged and math.isfinite(best.value), best.note))
+    return out
 
 
-def _fit_vonmises_line(s: Compressed) -> EngineResult:
+def _fit_vonmises_line(samples: Sequence[Compressed]) -> list[EngineResult]:
     """The support [loc - pi scale, loc + pi scale] must hold every value, and the MLE
     often presses an edge against an extreme value. So the search runs over kappa and the
     (log) distances of the two edges beyond the extremes: every point is feasible, an edge
     at the data is a distance going to zero, and the normal limit (kappa and both
     distances growing together) is a straight ridge."""
-    span = s.yhi - s.ylo
+    ns = _search_set(samples)
+    span = ns.yhi - ns.ylo
 
-    def natural(theta: np.ndarray) -> Arrays:
-        lower = s.ylo - span * (1e-12 + np.exp(theta[:, 1]))
-        upper = s.yhi + span * (1e-12 + np.exp(theta[:, 2]))
+    def natural(theta: np.ndarray, rows: np.ndarray) -> Arrays:
+        lower = ns.ylo[rows] - span[rows] * (1e-12 + np.exp(theta[:, 1]))
+        upper = ns.yhi[rows] + span[rows] * (1e-12 + np.exp(theta[:, 2]))
         kappa = _capped(1e8)[0](theta[:, 0])
         return kappa, 0.5 * (lower + upper), (upper - lower) / (2 * math.pi)
 
-    def objective(theta: np.ndarray) -> np.ndarray:
-        kappa, loc, scale = natural(theta)
-        z = (s.nodes - loc[:, None]) / scale[:, None]
-        with np.errstate(all="ignore"):
-            lp = _lp_vonmises_line(z, kappa[:, None])
-            value = np.log(scale) - _wsum(lp, s.weights) / s.n
-        return np.where(np.isfinite(value), value, np.inf)
-
     engine = _LOC_SCALE["vonmises_line"]
-    kappa0, loc0, scale0 = (np.atleast_1d(p) for p in engine.natural(_starts("vonmises_line", s)))
-    beyond_lo = np.maximum(s.ylo - (loc0 - math.pi * scale0), 1e-3 * span)
-    beyond_hi = np.maximum((loc0 + math.pi * scale0) - s.yhi, 1e-3 * span)
-    free_kappa = _capped(1e8)[1](kappa0)
-    starts = np.column_stack([free_kappa, np.log(beyond_lo / span), np.log(beyond_hi / span)])
-    best = _multistart(objective, starts)
-    kappa, loc, scale = (float(p[0]) for p in natural(best.theta[None]))
-    loc_x, scale_x = float(s.to_x(loc)), s.width * scale
-    # rounding must not push an extreme value outside the support
-    scale_x = max(scale_x, max(s.hi - loc_x, loc_x - s.lo) / math.pi * (1 + 1e-12))
-    return EngineResult((kappa, loc_x, scale_x), best.converged, best.note)
+    starts = []
+    for s in samples:
+        kappa0, loc0, scale0 = (
+            np.atleast_1d(p) for p in engine.natural(_starts("vonmises_line", s))
+        )
+        width = s.yhi - s.ylo
+        beyond_lo = np.maximum(s.ylo - (loc0 - math.pi * scale0), 1e-3 * width)
+        beyond_hi = np.maximum((loc0 + math.pi * scale0) - s.yhi, 1e-3 * width)
+        free_kappa = _capped(1e8)[1](kappa0)
+        starts.append(
+            np.column_stack([free_kappa, np.log(beyond_lo / width), np.log(beyond_hi / width)])
+        )
+    objective = _shaped_nll(natural, _lp_vonmises_line, ns)
+    found = multistart(objective, *_stacked(starts), len(samples))
+    out = []
+    for i, (s, best) in enumerate(zip(samples, found, strict=True)):
+        kappa, loc, scale = (float(p[0]) for p in natural(best.theta[None], np.array([i])))
+        loc_x, scale_x = float(s.to_x(loc)), s.width * scale
+        # rounding must not push an extreme value outside the support
+        scale_x = max(scale_x, max(s.hi - loc_x, loc_x - s.lo) / math.pi * (1 + 1e-12))
+        out.append(EngineResult((kappa, loc_x, scale_x), best.converged, best.note))
+    return out
 
 
 def _scipy_shape_transform(lo: float, hi: float) -> tuple[Callable, Callable]:
@@ -1089,8 +1068,8 @@ def _fit_scipy_backed(
     seed: int,
     start: Sequence[float] | None = None,
 ) -> EngineResult:
-    """Families without a numpy density here: start from scipy's fit on a subsample, then
-    the same Newton refinement on the bins with scipy's logpdf."""
+    """Families without a numpy density here (one sample at a time): start from scipy's
+    fit on a subsample, then the same Newton refinement on the bins with scipy's logpdf."""
     dist = FAMILIES[name]
     if start is None and name in _STARTS_FROM:
         relative, embed = _STARTS_FROM[name]
@@ -1106,7 +1085,7 @@ def _fit_scipy_backed(
         (tuple(float(p) for p in start[:-2]),),
         cusp=name == "dweibull",
     )
-    objective = _neg_loglik(engine, s.nodes, s.weights, s.n)
+    objective = _neg_loglik(engine, _search_set([s]))
     *shapes, loc, scale = (float(p) for p in start)
     loc, scale = (loc - s.center) / s.width, scale / s.width
     # a start from a subsample may leave full-sample extremes outside a bounded support:
@@ -1115,10 +1094,50 @@ def _fit_scipy_backed(
     shift = max(lower - s.ylo, 0.0) + 0.05 * (s.yhi - s.ylo) if lower > s.ylo else 0.0
     candidates = [(loc - d, scale * m) for d in (0.0, shift) for m in (1.0, 2.0, 5.0, 20.0)]
     starts = np.concatenate([engine.free((*shapes, lc, sc_)) for lc, sc_ in candidates])
-    best = _polish_cusp(engine, s, _multistart(objective, starts, keep=2))
+    found = multistart(objective, starts, np.zeros(len(starts), dtype=np.intp), 1, keep=2)
+    best = _polish_cusp(engine, [s], found)[0]
     *shapes, loc, scale = (float(p[0]) for p in engine.natural(best.theta[None]))
     params = (*shapes, float(s.to_x(loc)), s.width * scale)
     return EngineResult(params, best.converged and math.isfinite(best.value), best.note)
+
+
+_CLOSED_FORM: dict[str, Callable[[Compressed], EngineResult]] = {
+    "norm": _fit_norm,
+    "laplace": _fit_laplace,
+    "laplace_asymmetric": _fit_laplace_asymmetric,
+    "vonmises": _fit_vonmises,
+}
+_BATCHED: dict[str, Callable[[Sequence[Compressed]], list[EngineResult]]] = {
+    "truncnorm": _fit_truncnorm,
+    "johnsonsb": _fit_johnsonsb,
+    "vonmises_line": _fit_vonmises_line,
+    "pearson3": _fit_pearson3,
+}
+
+
+def fit_batch(
+    name: str,
+    samples: Sequence[Compressed],
+    xs: Sequence[np.ndarray],
+    subsample: int = 4000,
+    seed: int = 0,
+    starts: Sequence[Sequence[float] | None] | None = None,
+) -> list[EngineResult]:
+    """Maximum-likelihood parameters of one family for each sample (scipy's
+    parametrization, data units), the samples fitted together; ``starts[i]`` (scipy's
+    parameters, or None) replaces sample i's starting grid where a grid is used. A
+    sample's result does not depend on the others in the batch."""
+    given = list(starts) if starts is not None else [None] * len(samples)
+    if name in _CLOSED_FORM:
+        return [_CLOSED_FORM[name](s) for s in samples]
+    if name in _BATCHED:
+        return _BATCHED[name](samples)
+    if name in _LOC_SCALE:
+        return _fit_loc_scale(name, samples, given)
+    return [
+        _fit_scipy_backed(name, s, x, subsample, seed, start)
+        for s, x, start in zip(samples, xs, given, strict=True)
+    ]
 
 
 def fit_engine(
@@ -1129,27 +1148,8 @@ def fit_engine(
     seed: int = 0,
     start: Sequence[float] | None = None,
 ) -> EngineResult:
-    """Maximum-likelihood parameters of one family (scipy's parametrization, data units);
-    ``start`` (scipy's parameters) replaces the starting grid where a grid is used."""
-    if name == "norm":
-        return _fit_norm(s)
-    if name == "laplace":
-        return _fit_laplace(s)
-    if name == "laplace_asymmetric":
-        return _fit_laplace_asymmetric(s)
-    if name == "truncnorm":
-        return _fit_truncnorm(s)
-    if name == "johnsonsb":
-        return _fit_johnsonsb(s)
-    if name == "vonmises":
-        return _fit_vonmises(s)
-    if name == "vonmises_line":
-        return _fit_vonmises_line(s)
-    if name == "pearson3":
-        return _fit_pearson3(s)
-    if name in _LOC_SCALE:
-        return _fit_loc_scale(name, s, start)
-    return _fit_scipy_backed(name, s, x, subsample, seed, start)
+    """One family's maximum-likelihood parameters for one sample (see ``fit_batch``)."""
+    return fit_batch(name, [s], [x], subsample, seed, [start])[0]
 
 
 _LOGPDF0: dict[str, Callable[..., np.ndarray]] = {
