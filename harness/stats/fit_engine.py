@@ -29,7 +29,15 @@ from scipy.optimize import brentq
 
 from harness.stats.errors import InsufficientDataError
 from harness.stats.families import EXTRA_FAMILIES, STUDY_FAMILIES
-from harness.stats.newton import MAX_NEWTON_STEPS, Objective, Optimum, multistart, newton, node_sum
+from harness.stats.newton import (
+    MAX_NEWTON_STEPS,
+    SUM_BLOCK,
+    Objective,
+    Optimum,
+    multistart,
+    newton,
+    node_sum,
+)
 
 FAMILIES: dict[str, stats.rv_continuous] = {
     name: getattr(stats, name) for name in STUDY_FAMILIES + EXTRA_FAMILIES
@@ -44,6 +52,9 @@ CORE_BINS = 1024
 CORE_WIDTH = 5.0
 TAIL_GROWTH = 0.01
 SEARCH_MERGE = 4  # fine bins per node pair of the optimizer's objective
+# ... and of the first stage's, which finds the optimum's basin at a quarter of the cost
+# before the search nodes settle it
+ROUGH_MERGE = 16
 
 
 class DegenerateSampleError(InsufficientDataError):
@@ -151,6 +162,8 @@ class Compressed:
     sse_heights: np.ndarray
     nodes: np.ndarray  # the search's quadrature: two nodes per coarse bin (y units)
     weights: np.ndarray  # their weights (summing to n)
+    rough_nodes: np.ndarray  # the same with ROUGH_MERGE bins per node pair
+    rough_weights: np.ndarray
 
     @property
     def ylo(self) -> float:
@@ -199,12 +212,16 @@ def compress(x: np.ndarray) -> Compressed:
     # Bins are narrow and y is centred, so raw power sums lose at most ~1e-9 of a variance.
     mean = np.add.reduceat(ys, starts) / count
     var = np.add.reduceat(ys * ys, starts) / count - mean * mean
-    group = np.flatnonzero(counts) // SEARCH_MERGE
     inner = slice(1, -1)  # the outermost bins stay raw: see _search_nodes
-    nodes, weights = _search_nodes(group[inner], count[inner], mean[inner], var[inner])
     extremes = np.concatenate([ys[: starts[1]], ys[starts[-1] :]])
-    nodes = np.concatenate([nodes, extremes])
-    weights = np.concatenate([weights, np.ones(len(extremes))])
+    quadratures = []
+    for merge in (SEARCH_MERGE, ROUGH_MERGE):
+        group = np.flatnonzero(counts) // merge
+        nodes, weights = _search_nodes(group[inner], count[inner], mean[inner], var[inner])
+        quadratures.append(
+            (np.concatenate([nodes, extremes]), np.concatenate([weights, np.ones(len(extremes))]))
+        )
+    (nodes, weights), (rough_nodes, rough_weights) = quadratures
     sse_edges = np.linspace(xs[0], xs[-1], SSE_BINS + 1)
     sse_bounds = np.searchsorted(xs, sse_edges[1:-1], side="left")
     sse_counts = np.diff(np.concatenate([[0], sse_bounds, [n]]))
@@ -226,6 +243,8 @@ def compress(x: np.ndarray) -> Compressed:
         sse_heights=sse_counts / (n * np.diff(sse_edges)),
         nodes=nodes,
         weights=weights,
+        rough_nodes=rough_nodes,
+        rough_weights=rough_weights,
     )
 
 
@@ -635,7 +654,8 @@ class NodeSet:
 def node_set(
     samples: Sequence[Compressed], nodes: Sequence[tuple[np.ndarray, np.ndarray]]
 ) -> NodeSet:
-    width = max(len(y) for y, _ in nodes)
+    widest = max(len(y) for y, _ in nodes)
+    width = -(-widest // SUM_BLOCK) * SUM_BLOCK
     y = np.empty((len(nodes), width))
     w = np.zeros((len(nodes), width))
     for i, (yi, wi) in enumerate(nodes):
@@ -649,8 +669,34 @@ def node_set(
     )
 
 
-def _search_set(samples: Sequence[Compressed]) -> NodeSet:
+def _search_set(samples: Sequence[Compressed], rough: bool = False) -> NodeSet:
+    if rough:
+        return node_set(samples, [(s.rough_nodes, s.rough_weights) for s in samples])
     return node_set(samples, [(s.nodes, s.weights) for s in samples])
+
+
+def _two_stage(
+    make: Callable[[NodeSet], Objective],
+    samples: Sequence[Compressed],
+    starts: Sequence[np.ndarray],
+    keep: int = 2,
+) -> list[Optimum]:
+    """The multistart search on the rough nodes, then Newton on the search nodes from
+    each sample's rough optimum: nearly all steps cost a quarter, and the last few, from
+    within the rough rule's error of the optimum, settle it on the finer one."""
+    found = multistart(
+        make(_search_set(samples, rough=True)), *_stacked(starts), len(samples), keep
+    )
+    finite = [i for i, opt in enumerate(found) if math.isfinite(opt.value)]
+    if not finite:
+        return found
+    settled = newton(
+        make(_search_set(samples)), np.array([found[i].theta for i in finite]), np.array(finite)
+    )
+    out = list(found)
+    for i, opt in zip(finite, settled, strict=True):
+        out[i] = opt
+    return out
 
 
 def _mean_nll(log_spread: np.ndarray, lp: np.ndarray, ns: NodeSet, rows: np.ndarray) -> np.ndarray:
@@ -776,10 +822,9 @@ def _fit_loc_scale(
         else:  # a given start (a nested family's optimum) is followed alone
             *shapes, loc, scale = start
             starts.append(engine.free((*shapes, (loc - s.center) / s.width, scale / s.width)))
-    objective = _neg_loglik(engine, _search_set(samples))
     # two extra probes for one-shape families, one for the costlier two-shape ones
     keep = 3 if engine.n_shapes < 2 else 2
-    found = multistart(objective, *_stacked(starts), len(samples), keep=keep)
+    found = _two_stage(lambda ns: _neg_loglik(engine, ns), samples, starts, keep)
     found = _polish_cusp(engine, samples, found)
     out = []
     for s, best in zip(samples, found, strict=True):
@@ -874,41 +919,47 @@ def _fit_truncnorm(samples: Sequence[Compressed]) -> list[EngineResult]:
     return out
 
 
-def _fit_johnsonsb(samples: Sequence[Compressed]) -> list[EngineResult]:
-    """Given the support [L, U], a and b are the normal MLE of logit((x-L)/(U-L)); the
-    search is over how far L and U sit beyond the sample's extremes (log distances)."""
-    ns = _search_set(samples)
-    span = ns.yhi - ns.ylo
+def _johnsonsb_profile(ns: NodeSet, theta: np.ndarray, rows: np.ndarray) -> Arrays:
+    """For support edges at (log) distances theta beyond the extremes: a and b (the
+    normal MLE of the logits), the support and the logits' pieces."""
+    span = ns.yhi[rows] - ns.ylo[rows]
+    far = _capped(1e6)[0]  # beyond a million spans johnsonsb is its limit
+    lower = ns.ylo[rows] - span * (1e-12 + far(theta[:, 0]))
+    upper = ns.yhi[rows] + span * (1e-12 + far(theta[:, 1]))
+    width = upper - lower
+    z = (ns.y[rows] - lower[:, None]) / width[:, None]
+    lz, l1z = np.log(z), np.log1p(-z)
+    logit = lz - l1z
+    w, n = ns.w[rows], ns.n[rows]
+    mean = node_sum(logit, w) / n
+    var = node_sum((logit - mean[:, None]) ** 2, w) / n
+    b = 1.0 / np.sqrt(var)
+    a = -mean * b
+    return a, b, lower, width, lz, l1z, logit
 
-    def profile(theta: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, ...]:
-        far = _capped(1e6)[0]  # beyond a million spans johnsonsb is its limit
-        lower = ns.ylo[rows] - span[rows] * (1e-12 + far(theta[:, 0]))
-        upper = ns.yhi[rows] + span[rows] * (1e-12 + far(theta[:, 1]))
-        width = upper - lower
-        z = (ns.y[rows] - lower[:, None]) / width[:, None]
-        lz, l1z = np.log(z), np.log1p(-z)
-        logit = lz - l1z
-        w, n = ns.w[rows], ns.n[rows]
-        mean = node_sum(logit, w) / n
-        var = node_sum((logit - mean[:, None]) ** 2, w) / n
-        b = 1.0 / np.sqrt(var)
-        a = -mean * b
-        return a, b, lower, width, lz, l1z, logit
 
+def _johnsonsb_nll(ns: NodeSet) -> Objective:
     def objective(theta: np.ndarray, rows: np.ndarray) -> np.ndarray:
         with np.errstate(all="ignore"):
-            a, b, _, width, lz, l1z, logit = profile(theta, rows)
+            a, b, _, width, lz, l1z, logit = _johnsonsb_profile(ns, theta, rows)
             lp = -lz - l1z + _lp_norm(a[:, None] + b[:, None] * logit)
             return _mean_nll(np.log(width) - np.log(b), lp, ns, rows)
 
+    return objective
+
+
+def _fit_johnsonsb(samples: Sequence[Compressed]) -> list[EngineResult]:
+    """Given the support [L, U], a and b are the normal MLE of logit((x-L)/(U-L)); the
+    search is over how far L and U sit beyond the sample's extremes (log distances)."""
     grid = np.array(
         [(p, q) for p in (-4.0, -2.0, 0.0, 2.0, 5.0, 9.0) for q in (-4.0, -2.0, 0.0, 2.0, 5.0, 9.0)]
     )
-    found = multistart(objective, *_stacked([grid] * len(samples)), len(samples))
+    found = _two_stage(_johnsonsb_nll, samples, [grid] * len(samples))
+    ns = _search_set(samples)
     out = []
     for i, (s, best) in enumerate(zip(samples, found, strict=True)):
         with np.errstate(all="ignore"):
-            a, b, lower, width, *_ = profile(best.theta[None], np.array([i]))
+            a, b, lower, width, *_ = _johnsonsb_profile(ns, best.theta[None], np.array([i]))
         params = (float(a[0]), float(b[0]), float(s.to_x(lower[0])), s.width * float(width[0]))
         out.append(EngineResult(params, best.converged and math.isfinite(best.value), best.note))
     return out
@@ -960,15 +1011,7 @@ def _shaped_nll(natural: Natural, logpdf0: Callable[..., np.ndarray], ns: NodeSe
     return objective
 
 
-def _fit_pearson3(samples: Sequence[Compressed]) -> list[EngineResult]:
-    """pearson3 is a gamma with mean loc, sd scale and skewness skew, whose support ends at
-    loc - 2 scale / skew; the MLE of a skewed sample often presses that edge against an
-    extreme value. The search runs over (w, mean, log sd) with the skewness mapped into
-    the open interval that keeps every value inside the support: every point is
-    feasible, skew 0 (the normal) is an ordinary interior point, and an edge at the data
-    is w -> +-inf."""
-    ns = _search_set(samples)
-
+def _pearson3_natural(ns: NodeSet) -> Natural:
     def natural(theta: np.ndarray, rows: np.ndarray) -> Arrays:
         mean, sd = theta[:, 1], np.exp(theta[:, 2])
         ylo, yhi = ns.ylo[rows], ns.yhi[rows]
@@ -979,6 +1022,16 @@ def _fit_pearson3(samples: Sequence[Compressed]) -> list[EngineResult]:
         inside = (mean > ylo) & (mean < yhi)
         return np.where(inside, skew, np.nan), mean, sd
 
+    return natural
+
+
+def _fit_pearson3(samples: Sequence[Compressed]) -> list[EngineResult]:
+    """pearson3 is a gamma with mean loc, sd scale and skewness skew, whose support ends at
+    loc - 2 scale / skew; the MLE of a skewed sample often presses that edge against an
+    extreme value. The search runs over (w, mean, log sd) with the skewness mapped into
+    the open interval that keeps every value inside the support: every point is
+    feasible, skew 0 (the normal) is an ordinary interior point, and an edge at the data
+    is w -> +-inf."""
     skew = np.array([-2.0, -1.0, -0.5, -0.2, 0.0, 0.2, 0.5, 1.0, 2.0])
     alpha = 4 / np.maximum(skew * skew, 1e-12)
     quart = np.array([0.25, 0.5, 0.75])
@@ -991,8 +1044,10 @@ def _fit_pearson3(samples: Sequence[Compressed]) -> list[EngineResult]:
         most, least = 2 * scale / (mean - s.ylo), -2 * scale / (s.yhi - mean)
         share = np.clip((skew - least) / (most - least), 1e-3, 1 - 1e-3)
         starts.append(np.column_stack([sc.logit(share), mean, np.log(scale)]))
-    objective = _shaped_nll(natural, _lp_pearson3, ns)
-    found = multistart(objective, *_stacked(starts), len(samples))
+    found = _two_stage(
+        lambda ns: _shaped_nll(_pearson3_natural(ns), _lp_pearson3, ns), samples, starts
+    )
+    natural = _pearson3_natural(_search_set(samples))
     out = []
     for i, (s, best) in enumerate(zip(samples, found, strict=True)):
         skew_, loc, scale_ = (float(p[0]) for p in natural(best.theta[None], np.array([i])))
@@ -1001,27 +1056,28 @@ def _fit_pearson3(samples: Sequence[Compressed]) -> list[EngineResult]:
     return out
 
 
+def _vonmises_line_natural(ns: NodeSet) -> Natural:
+    def natural(theta: np.ndarray, rows: np.ndarray) -> Arrays:
+        span = ns.yhi[rows] - ns.ylo[rows]
+        lower = ns.ylo[rows] - span * (1e-12 + np.exp(theta[:, 1]))
+        upper = ns.yhi[rows] + span * (1e-12 + np.exp(theta[:, 2]))
+        kappa = _capped(1e8)[0](theta[:, 0])
+        return kappa, 0.5 * (lower + upper), (upper - lower) / (2 * math.pi)
+
+    return natural
+
+
 def _fit_vonmises_line(samples: Sequence[Compressed]) -> list[EngineResult]:
     """The support [loc - pi scale, loc + pi scale] must hold every value, and the MLE
     often presses an edge against an extreme value. So the search runs over kappa and the
     (log) distances of the two edges beyond the extremes: every point is feasible, an edge
     at the data is a distance going to zero, and the normal limit (kappa and both
     distances growing together) is a straight ridge."""
-    ns = _search_set(samples)
-    span = ns.yhi - ns.ylo
-
-    def natural(theta: np.ndarray, rows: np.ndarray) -> Arrays:
-        lower = ns.ylo[rows] - span[rows] * (1e-12 + np.exp(theta[:, 1]))
-        upper = ns.yhi[rows] + span[rows] * (1e-12 + np.exp(theta[:, 2]))
-        kappa = _capped(1e8)[0](theta[:, 0])
-        return kappa, 0.5 * (lower + upper), (upper - lower) / (2 * math.pi)
-
     engine = _LOC_SCALE["vonmises_line"]
     starts = []
     for s in samples:
-        kappa0, loc0, scale0 = (
-            np.atleast_1d(p) for p in engine.natural(_starts("vonmises_line", s))
-        )
+        start = _starts("vonmises_line", s)
+        kappa0, loc0, scale0 = (np.atleast_1d(p) for p in engine.natural(start))
         width = s.yhi - s.ylo
         beyond_lo = np.maximum(s.ylo - (loc0 - math.pi * scale0), 1e-3 * width)
         beyond_hi = np.maximum((loc0 + math.pi * scale0) - s.yhi, 1e-3 * width)
@@ -1029,8 +1085,10 @@ def _fit_vonmises_line(samples: Sequence[Compressed]) -> list[EngineResult]:
         starts.append(
             np.column_stack([free_kappa, np.log(beyond_lo / width), np.log(beyond_hi / width)])
         )
-    objective = _shaped_nll(natural, _lp_vonmises_line, ns)
-    found = multistart(objective, *_stacked(starts), len(samples))
+    found = _two_stage(
+        lambda ns: _shaped_nll(_vonmises_line_natural(ns), _lp_vonmises_line, ns), samples, starts
+    )
+    natural = _vonmises_line_natural(_search_set(samples))
     out = []
     for i, (s, best) in enumerate(zip(samples, found, strict=True)):
         kappa, loc, scale = (float(p[0]) for p in natural(best.theta[None], np.array([i])))
