@@ -260,6 +260,8 @@ def _fit_family(
 ) -> list[FamilyFit]:
     """One family on every sample, fitted together; each fit's seconds are its share of
     the batch's fitting time plus its own scoring."""
+    if not samples:
+        return []
     started = time.perf_counter()
     try:
         fits = fit_batch(
