@@ -1,12 +1,17 @@
 """Benchmark: the study's distribution fitting (scipy's generic ``fit`` of each family on
-the full sample) against the engine of harness.stats.distributions, on synthetic samples
-of 153,600 values drawn from several families plus, when an activation cache exists,
-real pooled residual-stream samples. Prints per-sample seconds, the ratio, and agreement:
-the same winner (by AIC) unless the reference's top two are within 2 AIC units, and each
-family's worst log-likelihood deficit per value (engine minus reference, both evaluated
-with scipy's logpdf on the full sample).
+the full sample) against the engine of harness.stats.distributions, on samples of the
+reports' size (12,672 values: 22 sentences x SmolLM2's 576 dimensions) drawn from several
+families plus, when an activation cache exists, real pooled residual-stream samples (one
+pair's sentences at a layer). The engine fits as the reports run it: BATCH samples of a
+kind together (``rank_many``; a layer's pairs in a report), its seconds per sample being
+the batch's time over BATCH; the reference fits the batch's first sample. Prints
+per-sample seconds, the ratio, and agreement on that first sample: the same winner (by
+AIC) unless the reference's top two are within 2 AIC units, and each family's worst
+log-likelihood deficit per value (engine minus reference, both evaluated with scipy's
+logpdf on the full sample).
 
-    .venv/bin/python bench/bench_fit.py [--quick] [--families study] [--reference-cache DIR]
+    .venv/bin/python bench/bench_fit.py [--quick] [--values N] [--families study]
+                                        [--reference-cache DIR]
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ from harness.stats import distributions as dist
 from harness.stats import fit_engine
 from harness.stats.families import resolve_families
 
-N_VALUES = 153_600
+N_VALUES = 12_672
+BATCH = 40  # evidence.FIT_BATCH
 TIE_AIC = 2.0
 
 Sampler = Callable[[np.random.Generator, int], np.ndarray]
@@ -47,9 +53,10 @@ SYNTHETIC: dict[str, Sampler] = {
 QUICK_SYNTHETIC = ("logistic", "t(3)", "skewnorm(4)")
 
 
-def real_samples(limit: int, sentences: int = 200) -> dict[str, np.ndarray]:
-    """Pooled samples (all coordinates of ``sentences`` sentences at one layer) from the
-    largest cached activation set, at evenly spaced layers."""
+def real_batches(limit: int, values: int, batch: int) -> dict[str, list[np.ndarray]]:
+    """Batches of pooled samples (all coordinates of consecutive blocks of sentences, about
+    ``values`` values each) from the largest cached activation set, at evenly spaced
+    layers."""
     paths = glob.glob(".lmclaims-cache/activations/*/resid_post.npy")
     if not paths or limit <= 0:
         return {}
@@ -58,11 +65,15 @@ def real_samples(limit: int, sentences: int = 200) -> dict[str, np.ndarray]:
     if not arrays:
         return {}
     acts = max(arrays, key=lambda a: a.size)
-    n_layers, n_sent, _ = acts.shape
+    n_layers, n_sent, d_model = acts.shape
+    take = max(1, min(values // d_model, n_sent))
+    count = max(1, min(batch, n_sent // take))
     layers = sorted({round(i * (n_layers - 1) / max(limit - 1, 1)) for i in range(limit)})
-    take = min(sentences, n_sent)
     return {
-        f"real layer {layer}": np.asarray(acts[layer, :take], dtype=np.float64).ravel()
+        f"real layer {layer}": [
+            np.asarray(acts[layer, i * take : (i + 1) * take], dtype=np.float64).ravel()
+            for i in range(count)
+        ]
         for layer in layers
     }
 
@@ -118,7 +129,8 @@ def main() -> None:
     parser.add_argument("--families", default="study", help="names or study/core/all")
     parser.add_argument("--values", type=int, default=N_VALUES)
     parser.add_argument("--real", type=int, default=4, help="real samples (layers) at most")
-    parser.add_argument("--repeats", type=int, default=3, help="engine timings per sample")
+    parser.add_argument("--repeats", type=int, default=3, help="engine timings per batch")
+    parser.add_argument("--batch", type=int, default=BATCH, help="samples fitted together")
     parser.add_argument("--reference-cache", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -126,15 +138,20 @@ def main() -> None:
     families = resolve_families(args.families)
     rng = np.random.default_rng(args.seed)
     chosen = QUICK_SYNTHETIC if args.quick else tuple(SYNTHETIC)
-    samples = {name: SYNTHETIC[name](rng, args.values) for name in chosen}
-    samples.update(real_samples(1 if args.quick else args.real))
+    batches = {
+        name: [SYNTHETIC[name](rng, args.values) for _ in range(args.batch)] for name in chosen
+    }
+    batches.update(real_batches(1 if args.quick else args.real, args.values, args.batch))
 
     # One-time costs (the start tables each process builds once) are reported apart.
     start = time.perf_counter()
     dist.rank(rng.logistic(size=2000), families)
     warm_up = time.perf_counter() - start
 
-    print(f"families: {len(families)} ({args.families}); engine warm-up {warm_up:.2f} s once")
+    print(
+        f"families: {len(families)} ({args.families}); engine warm-up {warm_up:.2f} s once; "
+        f"engine: batches of {args.batch} samples, seconds per sample"
+    )
     header = (
         f"{'sample':18s} {'n':>7s} {'reference s':>11s} {'engine s':>9s} {'ratio':>7s} "
         f"{'ref winner':>14s} {'engine winner':>14s} {'ref top-2 gap':>13s} agree"
@@ -145,7 +162,8 @@ def main() -> None:
     report_error = 0.0
     underflows: list[str] = []
     rows = []
-    for label, x in samples.items():
+    for label, batch in batches.items():
+        x = batch[0]
         ref_fits = []
         ref_start = time.perf_counter()
         for name in families:
@@ -157,9 +175,12 @@ def main() -> None:
         timings = []
         for _ in range(args.repeats):
             start = time.perf_counter()
-            ours = dist.rank(x, families)
-            timings.append(time.perf_counter() - start)
+            fitted = dist.rank_many(batch, families)
+            timings.append((time.perf_counter() - start) / len(batch))
         eng_seconds = statistics.median(timings)
+        ours = fitted[0]
+        if not isinstance(ours, dist.Ranking):
+            raise ours
         agree, gap = same_answer(ref, ours)
         for fit, rfit in zip(ours.fits, ref.fits, strict=True):
             exact, underflow = exact_loglik(fit.name, fit.params, x)
@@ -195,7 +216,7 @@ def main() -> None:
     print("worst log-likelihood per value, engine minus reference (negative = engine worse):")
     for name in families:
         print(f"  {name:20s} {deficits.get(name, float('nan')):+.2e}")
-    print(time_fitter(samples[chosen[0]], families))
+    print(time_fitter(batches[chosen[0]][0], families))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from harness.claim import ClaimResult, ClaimSpec, Verdict, claim_test
 from harness.evidence import TABLE_SEED, Evidence
 from harness.keys import source_fingerprint
 from harness.planted import REALISTIC, Base
-from harness.stats.distributions import rank
+from harness.stats.distributions import Ranking, rank_many
 from harness.stats.fit_engine import ENGINE_VERSION, DegenerateSampleError
 from harness.stats.geometry import top_energy_dims, zscore_dims
 from harness.stats.inference import crossed_bootstrap_mean
@@ -103,17 +103,17 @@ SPEC = ClaimSpec(
 )
 
 
-def _fit(x: np.ndarray, seed: int) -> tuple[str | None, float]:
+def _summary(ranking: Ranking | ValueError, n: int) -> tuple[str | None, float]:
     """The AIC winner, and the log-likelihood per value the best family gains over the
     Gaussian (NaN for a degenerate sample)."""
-    try:
-        ranking = rank(x, FAMILIES, 4000, seed)
-    except DegenerateSampleError:
+    if isinstance(ranking, DegenerateSampleError):
         return None, math.nan
+    if isinstance(ranking, ValueError):
+        raise ranking
     loglik = {fit.name: fit.loglik for fit in ranking.fits if np.isfinite(fit.loglik)}
     if "norm" not in loglik:
         return ranking.winner("aic"), math.nan
-    return ranking.winner("aic"), (max(loglik.values()) - loglik["norm"]) / len(x)
+    return ranking.winner("aic"), (max(loglik.values()) - loglik["norm"]) / n
 
 
 def _refits(evidence: Evidence, take: int, k: int) -> pd.DataFrame:
@@ -134,15 +134,25 @@ def _refits(evidence: Evidence, take: int, k: int) -> pd.DataFrame:
             # variances across dimensions (a scale mixture, heavy-tailed when pooled) cannot
             # be what the Gaussian misses.
             zscored = zscore_dims(block)
+            samples = {
+                (pair, when): x
+                for pair in chosen
+                for when, x in (
+                    ("before", block[pairs["rows"].iloc[pair]].ravel()),
+                    ("after", block[pairs["rows"].iloc[pair]][:, keep].ravel()),
+                    ("zscored", zscored[pairs["rows"].iloc[pair]][:, keep].ravel()),
+                )
+            }
+            # All of a layer's samples fitted together (the engine's batches).
+            rankings = rank_many(list(samples.values()), FAMILIES, 4000, TABLE_SEED)
+            summary = {
+                key: _summary(ranking, len(x))
+                for (key, x), ranking in zip(samples.items(), rankings, strict=True)
+            }
             for pair in chosen:
-                sentences = block[pairs["rows"].iloc[pair]]
-                before = sentences.ravel()
-                after = sentences[:, keep].ravel()
-                fits = {
-                    "before": _fit(before, TABLE_SEED),
-                    "after": _fit(after, TABLE_SEED),
-                    "zscored": _fit(zscored[pairs["rows"].iloc[pair]][:, keep].ravel(), TABLE_SEED),
-                }
+                before = samples[pair, "before"]
+                after = samples[pair, "after"]
+                fits = {when: summary[pair, when] for when in ("before", "after", "zscored")}
                 rows.append(
                     {
                         "layer": layer,
@@ -185,7 +195,7 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
         "removed_dims": k,
         "families": FAMILIES,
         "engine": ENGINE_VERSION,
-        "code": source_fingerprint(_refits, _fit, top_energy_dims, zscore_dims),
+        "code": source_fingerprint(_refits, _summary, top_energy_dims, zscore_dims),
     }
     table = evidence.cached_table("gaussian-refits", fields, lambda: _refits(evidence, take, k))
     usable = table.dropna(subset=["gap_after"])

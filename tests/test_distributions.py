@@ -197,3 +197,50 @@ def test_table_keeps_its_columns():
         "seconds",
         "note",
     ]
+
+
+def _without_seconds(ranking: dist.Ranking | ValueError) -> pd.DataFrame:
+    assert isinstance(ranking, dist.Ranking), ranking
+    return ranking.table().drop(columns="seconds")
+
+
+def test_a_batch_fits_each_sample_as_it_would_be_fitted_alone():
+    # Samples of different sizes and shapes (different node counts, different support
+    # edges) fitted together give every sample bit for bit its own single-sample fit, in
+    # any order and any company; unusable samples get their error in their place.
+    kinds = ("logistic", "t3", "gennorm0.7", "skewnorm-2", "norm-small-scale")
+    xs = [sample(kind, 1500 + 700 * i, seed=i) for i, kind in enumerate(kinds)]
+    constant, nan = np.full(500, 2.0), np.r_[xs[0][:300], np.nan]
+    families_ = families.STUDY_FAMILIES
+    batch = dist.rank_many([xs[0], constant, *xs[1:], nan], families_)
+    assert isinstance(batch[1], fit_engine.DegenerateSampleError)
+    assert isinstance(batch[-1], ValueError) and "NaN" in str(batch[-1])
+    fitted = [batch[0], *batch[2:-1]]
+    reversed_ = dist.rank_many(xs[::-1], families_)[::-1]
+    for x, together, backwards in zip(xs, fitted, reversed_, strict=True):
+        alone = _without_seconds(dist.rank(x, families_))
+        pd.testing.assert_frame_equal(_without_seconds(together), alone, check_exact=True)
+        pd.testing.assert_frame_equal(_without_seconds(backwards), alone, check_exact=True)
+
+
+def test_one_sample_failing_in_a_batch_leaves_the_others_fitted(monkeypatch):
+    real = fit_engine._fit_loc_scale
+
+    def fails_on_the_small_one(name, samples, given):
+        if any(s.n < 1000 for s in samples):
+            raise FloatingPointError("boom")
+        return real(name, samples, given)
+
+    monkeypatch.setattr(fit_engine, "_fit_loc_scale", fails_on_the_small_one)
+    small, large = sample("logistic", 800, seed=1), sample("logistic", 3000, seed=2)
+    out = dist.rank_many([small, large], ("logistic", "norm"))
+    fits = [{f.name: f for f in r.fits} for r in out if isinstance(r, dist.Ranking)]
+    assert not fits[0]["logistic"].converged and "boom" in fits[0]["logistic"].note
+    assert fits[1]["logistic"].converged and fits[1]["logistic"].valid
+    assert fits[0]["norm"].converged  # closed form: no Newton, untouched
+
+
+def test_rank_many_refuses_unknown_families_and_takes_an_empty_batch():
+    with pytest.raises(families.FamilyError):
+        dist.rank_many([sample("norm", 500)], ("norm", "nosuch"))
+    assert dist.rank_many([], ("norm",)) == []
