@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Literal, cast
 
 import numpy as np
-from scipy import stats
+from scipy import special
 
 from harness.stats import modes
 from harness.stats.errors import InsufficientDataError
@@ -256,7 +256,9 @@ def _excess_pvalue(u: np.ndarray, position: float, merge: float, n_core: int) ->
     # (whose inner flank lies in the bulk's own flank) is judged by both flanks, not the
     # bulk's. An empty flank counts as half a value.
     expected = float(np.sqrt(max(left, 0.5) * max(right, 0.5)))
-    return float(stats.poisson.sf(n_core - 1, expected))
+    # scipy.stats.poisson.sf's own formula (pdtrc), without the ~0.4 ms of its generic
+    # argument handling per call, which was an eighth of a calibration rep
+    return float(special.pdtrc(n_core - 1, expected)) if n_core >= 1 else 1.0
 
 
 def _group(
