@@ -1025,6 +1025,22 @@ def _shaped_nll(natural: Natural, logpdf0: Callable[..., np.ndarray], ns: NodeSe
     return objective
 
 
+def _fit_shaped(
+    make_natural: Callable[[NodeSet], Natural],
+    logpdf0: Callable[..., np.ndarray],
+    samples: Sequence[Compressed],
+    starts: Sequence[np.ndarray],
+) -> list[tuple[tuple[float, ...], Optimum]]:
+    """The two-stage search of a family whose free coordinates map to (shape, loc, scale)
+    through each sample's extremes; per sample those (y units) and the optimum."""
+    found = _two_stage(lambda ns: _shaped_nll(make_natural(ns), logpdf0, ns), samples, starts)
+    natural = make_natural(_search_set(samples))
+    return [
+        (tuple(float(p[0]) for p in natural(best.theta[None], np.array([i]))), best)
+        for i, best in enumerate(found)
+    ]
+
+
 def _pearson3_natural(ns: NodeSet) -> Natural:
     def natural(theta: np.ndarray, rows: np.ndarray) -> Arrays:
         mean, sd = theta[:, 1], np.exp(theta[:, 2])
@@ -1058,13 +1074,9 @@ def _fit_pearson3(samples: Sequence[Compressed]) -> list[EngineResult]:
         most, least = 2 * scale / (mean - s.ylo), -2 * scale / (s.yhi - mean)
         share = np.clip((skew - least) / (most - least), 1e-3, 1 - 1e-3)
         starts.append(np.column_stack([sc.logit(share), mean, np.log(scale)]))
-    found = _two_stage(
-        lambda ns: _shaped_nll(_pearson3_natural(ns), _lp_pearson3, ns), samples, starts
-    )
-    natural = _pearson3_natural(_search_set(samples))
+    fitted = _fit_shaped(_pearson3_natural, _lp_pearson3, samples, starts)
     out = []
-    for i, (s, best) in enumerate(zip(samples, found, strict=True)):
-        skew_, loc, scale_ = (float(p[0]) for p in natural(best.theta[None], np.array([i])))
+    for s, ((skew_, loc, scale_), best) in zip(samples, fitted, strict=True):
         params = (skew_, float(s.to_x(loc)), s.width * scale_)
         out.append(EngineResult(params, best.converged and math.isfinite(best.value), best.note))
     return out
@@ -1099,13 +1111,9 @@ def _fit_vonmises_line(samples: Sequence[Compressed]) -> list[EngineResult]:
         starts.append(
             np.column_stack([free_kappa, np.log(beyond_lo / width), np.log(beyond_hi / width)])
         )
-    found = _two_stage(
-        lambda ns: _shaped_nll(_vonmises_line_natural(ns), _lp_vonmises_line, ns), samples, starts
-    )
-    natural = _vonmises_line_natural(_search_set(samples))
+    fitted = _fit_shaped(_vonmises_line_natural, _lp_vonmises_line, samples, starts)
     out = []
-    for i, (s, best) in enumerate(zip(samples, found, strict=True)):
-        kappa, loc, scale = (float(p[0]) for p in natural(best.theta[None], np.array([i])))
+    for s, ((kappa, loc, scale), best) in zip(samples, fitted, strict=True):
         loc_x, scale_x = float(s.to_x(loc)), s.width * scale
         # rounding must not push an extreme value outside the support
         scale_x = max(scale_x, max(s.hi - loc_x, loc_x - s.lo) / math.pi * (1 + 1e-12))
