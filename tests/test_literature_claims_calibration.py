@@ -206,6 +206,6 @@ def test_gaussian_refits_are_cached(tmp_path, monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("a cached refit was refitted")
 
-    monkeypatch.setattr(gaussian, "rank", forbidden)
+    monkeypatch.setattr(gaussian, "rank_many", forbidden)
     warm = gaussian.evaluate(_gaussian_evidence(tmp_path, acts))
     assert_same_result(warm, cold)
