@@ -116,6 +116,19 @@ def _summary(ranking: Ranking | ValueError, n: int) -> tuple[str | None, float]:
     return ranking.winner("aic"), (max(loglik.values()) - loglik["norm"]) / n
 
 
+def _pair_samples(
+    block: np.ndarray, zscored: np.ndarray, keep: np.ndarray, sentences: np.ndarray
+) -> tuple[tuple[str, np.ndarray], ...]:
+    """A pair's pooled values before and after removing the high-energy dimensions, and
+    after with every dimension z-scored."""
+    mine = block[sentences]
+    return (
+        ("before", mine.ravel()),
+        ("after", mine[:, keep].ravel()),
+        ("zscored", zscored[sentences][:, keep].ravel()),
+    )
+
+
 def _refits(evidence: Evidence, take: int, k: int) -> pd.DataFrame:
     """Per (layer, chosen pair): the AIC winners and distances from Gaussian before and
     after removing the ``k`` highest-energy dimensions of the layer, with the dimensions
@@ -137,11 +150,7 @@ def _refits(evidence: Evidence, take: int, k: int) -> pd.DataFrame:
             samples = {
                 (pair, when): x
                 for pair in chosen
-                for when, x in (
-                    ("before", block[pairs["rows"].iloc[pair]].ravel()),
-                    ("after", block[pairs["rows"].iloc[pair]][:, keep].ravel()),
-                    ("zscored", zscored[pairs["rows"].iloc[pair]][:, keep].ravel()),
-                )
+                for when, x in _pair_samples(block, zscored, keep, pairs["rows"].iloc[pair])
             }
             # All of a layer's samples fitted together (the engine's batches).
             rankings = rank_many(list(samples.values()), FAMILIES, 4000, TABLE_SEED)
@@ -195,7 +204,7 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
         "removed_dims": k,
         "families": FAMILIES,
         "engine": ENGINE_VERSION,
-        "code": source_fingerprint(_refits, _summary, top_energy_dims, zscore_dims),
+        "code": source_fingerprint(_refits, _pair_samples, _summary, top_energy_dims, zscore_dims),
     }
     table = evidence.cached_table("gaussian-refits", fields, lambda: _refits(evidence, take, k))
     usable = table.dropna(subset=["gap_after"])

@@ -233,9 +233,10 @@ def _prepared(x: np.ndarray) -> _Sample:
 
 
 def score(
-    name: str, fit: EngineResult, s: Compressed, started: float, grid: np.ndarray | None = None
+    name: str, fit: EngineResult, s: Compressed, started: float, grid: np.ndarray
 ) -> FamilyFit:
-    """Log-likelihood, criteria and validity of engine parameters."""
+    """Log-likelihood, criteria and validity of engine parameters (``grid``: the sample's
+    ``validity_grid``, built once for all its families)."""
     if not fit.params:
         return _failed(name, started, fit.note or "fit failed")
     params = tuple(float(p) for p in fit.params)
@@ -244,7 +245,6 @@ def score(
     def density(v: np.ndarray) -> np.ndarray:
         return logpdf(name, v, params)
 
-    grid = validity_grid(s.lo, s.hi, s.edges) if grid is None else grid
     reason = _validity(density, grid) if math.isfinite(loglik) else ""
     with np.errstate(all="ignore"):
         sse = float(np.sum((np.exp(density(s.sse_centers)) - s.sse_heights) ** 2))

@@ -685,21 +685,21 @@ def _search_set(samples: Sequence[Compressed], rough: bool = False) -> NodeSet:
 def _two_stage(
     make: Callable[[NodeSet], Objective],
     samples: Sequence[Compressed],
+    search: NodeSet,
     starts: Sequence[np.ndarray],
     keep: int = 2,
 ) -> list[Optimum]:
-    """The multistart search on the rough nodes, then Newton on the search nodes from
-    each sample's rough optimum: nearly all steps cost a quarter, and the last few, from
-    within the rough rule's error of the optimum, settle it on the finer one."""
+    """The multistart search on the rough nodes, then Newton on the search nodes
+    (``search``, the callers read their parameters from it too) from each sample's rough
+    optimum: nearly all steps cost a quarter, and the last few, from within the rough
+    rule's error of the optimum, settle it on the finer one."""
     found = multistart(
         make(_search_set(samples, rough=True)), *_stacked(starts), len(samples), keep
     )
     finite = [i for i, opt in enumerate(found) if math.isfinite(opt.value)]
     if not finite:
         return found
-    settled = newton(
-        make(_search_set(samples)), np.array([found[i].theta for i in finite]), np.array(finite)
-    )
+    settled = newton(make(search), np.array([found[i].theta for i in finite]), np.array(finite))
     out = list(found)
     for i, opt in zip(finite, settled, strict=True):
         out[i] = opt
@@ -839,7 +839,9 @@ def _fit_loc_scale(
         found = multistart(search, *_stacked(starts), len(samples), keep=keep)
         found = _polish_cusp(engine, samples, found)
     else:
-        found = _two_stage(lambda ns: _neg_loglik(engine, ns), samples, starts, keep)
+        found = _two_stage(
+            lambda ns: _neg_loglik(engine, ns), samples, _search_set(samples), starts, keep
+        )
     out = []
     for s, best in zip(samples, found, strict=True):
         if not math.isfinite(best.value):
@@ -968,8 +970,8 @@ def _fit_johnsonsb(samples: Sequence[Compressed]) -> list[EngineResult]:
     grid = np.array(
         [(p, q) for p in (-4.0, -2.0, 0.0, 2.0, 5.0, 9.0) for q in (-4.0, -2.0, 0.0, 2.0, 5.0, 9.0)]
     )
-    found = _two_stage(_johnsonsb_nll, samples, [grid] * len(samples))
     ns = _search_set(samples)
+    found = _two_stage(_johnsonsb_nll, samples, ns, [grid] * len(samples))
     out = []
     for i, (s, best) in enumerate(zip(samples, found, strict=True)):
         with np.errstate(all="ignore"):
@@ -1033,8 +1035,11 @@ def _fit_shaped(
 ) -> list[tuple[tuple[float, ...], Optimum]]:
     """The two-stage search of a family whose free coordinates map to (shape, loc, scale)
     through each sample's extremes; per sample those (y units) and the optimum."""
-    found = _two_stage(lambda ns: _shaped_nll(make_natural(ns), logpdf0, ns), samples, starts)
-    natural = make_natural(_search_set(samples))
+    search = _search_set(samples)
+    found = _two_stage(
+        lambda ns: _shaped_nll(make_natural(ns), logpdf0, ns), samples, search, starts
+    )
+    natural = make_natural(search)
     return [
         (tuple(float(p[0]) for p in natural(best.theta[None], np.array([i]))), best)
         for i, best in enumerate(found)

@@ -229,15 +229,12 @@ def multistart(
     rows = np.asarray(rows, dtype=np.intp)
     values = objective(starts, rows)
     orders: list[list[int]] = []
+    best = []
     for p in range(n_problems):
         mine = np.flatnonzero(rows == p)
         v = values[mine]
-        ranked = [int(mine[i]) for i in np.argsort(v) if v[i] <= v.min() + margin][:keep]
-        orders.append(ranked)
-    best = [
-        Optimum(starts[rows == p][:1].reshape(-1), math.inf, False, 0, _NO_START)
-        for p in range(n_problems)
-    ]
+        orders.append([int(mine[i]) for i in np.argsort(v) if v[i] <= v.min() + margin][:keep])
+        best.append(Optimum(starts[mine[:1]].reshape(-1), math.inf, False, 0, _NO_START))
     first = [p for p in range(n_problems) if orders[p]]
     if first:
         found = newton(objective, starts[[orders[p][0] for p in first]], np.array(first))
