@@ -49,7 +49,8 @@ class Mixture:
     def logpdf(self, x: np.ndarray) -> np.ndarray:
         """Log-density of each row of ``x`` (n, m): the sum over projections."""
         x = _as_rows(x, self.weights.shape[0])
-        joint = _log_joint(x, self.family, self.weights, self.locs, self.scales, self.df)
+        z = _standardized(x, self.locs, self.scales)
+        joint = _log_joint(z, self.family, self.weights, self.scales, self.df)
         return _logsumexp_last(joint).sum(axis=1)
 
     def score(self, x: np.ndarray) -> np.ndarray:
@@ -70,10 +71,21 @@ def _as_rows(x: np.ndarray, m: int | None = None) -> np.ndarray:
 
 
 def _logsumexp_last(a: np.ndarray) -> np.ndarray:
-    """log(sum(exp(a), axis=-1)) for finite ``a``; scipy's version costs a third of a fit's
-    time in input checks at these small shapes."""
-    top = a.max(axis=-1, keepdims=True)
-    return (top + np.log(np.exp(a - top).sum(axis=-1, keepdims=True)))[..., 0]
+    """log(sum(exp(a), axis=-1)) for finite ``a``, the K terms summed left to right.
+
+    Why by hand: numpy's reductions over a last axis of 3 components cost ~20x the
+    elementwise form (a third of a fit's time), and scipy's logsumexp adds input checks.
+    For K < 8 the result is bit for bit numpy's ``max`` and ``sum`` (which add fewer than 8
+    terms in order), so fits are unchanged (tested)."""
+    k = a.shape[-1]
+    top = a[..., 0]
+    for j in range(1, k):
+        top = np.maximum(top, a[..., j])
+    terms = np.exp(a - top[..., None])
+    total = terms[..., 0]
+    for j in range(1, k):
+        total = total + terms[..., j]
+    return top + np.log(total)
 
 
 def _log_standard(z: np.ndarray, family: str, df: float) -> np.ndarray:
@@ -97,10 +109,12 @@ def _omega(z: np.ndarray, family: str, df: float) -> np.ndarray:
     return (df + 1) / (df + z * z)
 
 
-def _log_joint(
-    x: np.ndarray, family: str, w: np.ndarray, mu: np.ndarray, s: np.ndarray, df: float
-) -> np.ndarray:
-    z = (x[:, :, None] - mu[None]) / s[None]
+def _standardized(x: np.ndarray, mu: np.ndarray, s: np.ndarray) -> np.ndarray:
+    return (x[:, :, None] - mu[None]) / s[None]
+
+
+def _log_joint(z: np.ndarray, family: str, w: np.ndarray, s: np.ndarray, df: float) -> np.ndarray:
+    """log(w_k f((x - mu_k) / s_k) / s_k) from the standardized values ``z`` (n, m, K)."""
     return _log_standard(z, family, df) - np.log(s)[None] + np.log(w)[None]
 
 
@@ -157,25 +171,26 @@ def fit_mixture(
     active = np.arange(m)
     while active.size:
         xa = x[:, active]
-        joint = _log_joint(xa, family, w[active], mu[active], s[active], df)
+        z = _standardized(xa, mu[active], s[active])
+        joint = _log_joint(z, family, w[active], s[active], df)
         ll = _logsumexp_last(joint)
         current = ll.mean(axis=0)
         going = (current - previous[active] >= tol) & (runs[active] < n_iter)
         previous[active] = current
         if not going.all():
             active, xa, joint, ll = active[going], xa[:, going], joint[:, going], ll[:, going]
+            z = z[:, going]
             if not active.size:
                 break
         runs[active] += 1
         r = np.exp(joint - ll[:, :, None])  # responsibilities (n, m_active, k)
-        z = (xa[:, :, None] - mu[active][None]) / s[active][None]
         rw = r * _omega(z, family, df)
         nk = np.maximum(r.sum(axis=0), 1e-300)
         w[active] = np.maximum(nk / n, 1e-300)
         mu[active] = (rw * xa[:, :, None]).sum(axis=0) / np.maximum(rw.sum(axis=0), 1e-300)
         dev = xa[:, :, None] - mu[active][None]
         s[active] = np.maximum(np.sqrt((rw * dev * dev).sum(axis=0) / (c * nk)), floor[active])
-    final = float(_logsumexp_last(_log_joint(x, family, w, mu, s, df)).sum() / n)
+    final = float(_logsumexp_last(_log_joint(_standardized(x, mu, s), family, w, s, df)).sum() / n)
     capped = int(np.sum(runs >= n_iter))
     return Mixture(family, w, mu, s, float(df), int(runs.max()), final, capped)
 
