@@ -664,7 +664,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not sep or not selection or not folder:
             parser.error(f"--permute-tokens takes SELECTION=SET, got {given!r}")
         siblings[selection] = Path(folder)
-    claims = _claims(args.claims_dir, [c for c in args.claims.split(",") if c.strip()])
+    # Every claim is loaded now, not again at the end: a long run must not import claim
+    # files edited while it ran against the harness modules it already holds.
+    every = _claims(args.claims_dir, [])
+    claims = _claims(args.claims_dir, [c for c in args.claims.split(",") if c.strip()], every)
     store = Store(args.store)
     rows: list[Calibration] = []
     with _backend(args.backend, args.scheduler), _workers_die_with_us():
@@ -683,7 +686,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     row = calibrate(claim, scenario, reps, store, args.jobs, tqdm_bar)
                 rows.append(row)
                 print(describe(row), flush=True)
-    versions = {c.spec.id: c.spec.version for c in _claims(args.claims_dir, [])}
+    versions = {c.spec.id: c.spec.version for c in every}
     entries = merged_summary(read_summary(args.summary), rows, versions)
     write_summary(entries, args.summary)
     args.out.write_text(markdown(entries, f"make calibrate REPS={args.reps}"), encoding="utf-8")
@@ -699,8 +702,10 @@ def describe(row: Calibration) -> str:
     )
 
 
-def _claims(folder: Path, ids: Sequence[str]) -> list[Claim]:
-    found = [registry.load_file(path) for path in sorted(folder.glob("test_*.py"))]
+def _claims(folder: Path, ids: Sequence[str], loaded: Sequence[Claim] = ()) -> list[Claim]:
+    """The claims of ``folder`` chosen by ``ids`` (all when empty), from ``loaded`` when
+    given, else imported."""
+    found = list(loaded) or [registry.load_file(path) for path in sorted(folder.glob("test_*.py"))]
     built = registry.Registry.build(found)
     chosen = built.select(ids) if ids else tuple(c.spec.id for c in found)
     return [c for c in found if c.spec.id in chosen]

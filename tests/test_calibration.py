@@ -181,6 +181,26 @@ def test_command_line_writes_the_table_and_the_summary_reports_read(tmp_path):
     assert len(rows) == 3 and calibration_table.rows_for("toy-positive-mean", 2, summary) == []
 
 
+def test_a_claim_file_edited_during_a_run_does_not_break_its_end(tmp_path, monkeypatch):
+    # A calibration runs for hours; the summary at its end must use the claims it loaded
+    # at the start, not import files edited since (once a crash that lost the table).
+    claims_dir = tmp_path / "claims"
+    claims_dir.mkdir()
+    toy_claim(claims_dir)
+    real = calibration.calibrate
+
+    def edit_then_calibrate(*args, **kwargs):
+        (claims_dir / "test_toy.py").write_text("raise ImportError('edited mid-run')\n")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(calibration, "calibrate", edit_then_calibrate)
+    summary = tmp_path / "calibration.json"
+    argv = ["--claims-dir", str(claims_dir), "--store", str(tmp_path / "store"), "--reps", "2"]
+    argv += ["--jobs", "1", "--out", str(tmp_path / "c.md"), "--summary", str(summary)]
+    assert calibration.main(argv) == 0
+    assert {e["reps"] for e in json.loads(summary.read_text())} == {2}
+
+
 def test_unknown_claim_id_is_a_clear_error(tmp_path):
     claims_dir = tmp_path / "claims"
     claims_dir.mkdir()
