@@ -18,7 +18,7 @@ from harness.evidence import Evidence
 from harness.planted import REALISTIC, Base, SideModes, constant
 from harness.sources import BEYOND_GAUSSIAN_MODELS
 from harness.stats import modes
-from harness.stats.attribution import robust_spread
+from harness.stats.attribution import centre_and_spread, robust_spread
 from harness.stats.inference import cluster_bootstrap_share
 
 # The property the study reports per model; every model not named is expected unimodal
@@ -202,8 +202,8 @@ def resolving_kde(
     x: np.ndarray, thresholds: dict[str, float]
 ) -> tuple[modes.ModeSummary, np.ndarray]:
     """The claim's KDE of one sample and the standardized values it was fitted to."""
-    spread = robust_spread(x)
-    z = (x - np.median(x)) / spread
+    centre, spread = centre_and_spread(x)
+    z = (x - centre) / spread
     h = thresholds["silverman_factor"] * z.size ** (-1 / 5)
     # The grid is fixed in bulk units: a few massive-activation values far out would
     # otherwise stretch it so that the peak distance (31 of 1000 points) merges the two

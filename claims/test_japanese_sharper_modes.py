@@ -19,7 +19,7 @@ from harness.extraction import seed_prefix
 from harness.planted import REALISTIC, Base, Nuisances, bulk_unit, pair_rows
 from harness.sources import BEYOND_GAUSSIAN_MODELS
 from harness.stats import modes
-from harness.stats.attribution import robust_spread
+from harness.stats.attribution import centre_and_spread, robust_spread
 from harness.stats.inference import (
     RelabelTest,
     bootstrap_mean,
@@ -192,7 +192,10 @@ def distinctness(
     """
     raw = [np.asarray(s, dtype=np.float64).ravel() for s in samples]
     if units == "standardized":
-        arrays = [(x - np.median(x)) / robust_spread(x) for x in raw]
+        arrays = []
+        for x in raw:
+            centre, spread = centre_and_spread(x)
+            arrays.append((x - centre) / spread)
         h = float(np.median([modes.BW_FACTOR * x.size ** (-1 / 5) for x in arrays]))
     elif units == "data":
         arrays = raw

@@ -61,10 +61,35 @@ Kind = Literal["mixture", "outlier-dimension"]
 
 def robust_spread(x: np.ndarray) -> float:
     """min(sd, IQR / 1.349): the bulk's width, which a few far values cannot inflate."""
+    return centre_and_spread(x)[1]
+
+
+def centre_and_spread(x: np.ndarray) -> tuple[float, float]:
+    """The median and ``robust_spread`` of ``x`` (flattened) from one partial sort.
+
+    The values are bit for bit ``np.median`` and the quartiles of ``np.percentile``
+    (linear interpolation), tested: the mode claims take them for every sample, and three
+    selections over the same values cost about three times one."""
     x = np.asarray(x, dtype=np.float64).ravel()
+    n = x.size
+    if n < 2:
+        raise ValueError(f"a spread needs at least 2 values, got {n}")
+    half = n // 2
+    at1, at3 = 0.25 * (n - 1), 0.75 * (n - 1)  # the quartiles' fractional positions
+    lo1, lo3 = int(at1), int(at3)
+    hi1, hi3 = min(lo1 + 1, n - 1), min(lo3 + 1, n - 1)
+    s = np.partition(x, sorted({half - 1, half, lo1, hi1, lo3, hi3}))
+    median = (s[half - 1] + s[half]) / 2.0 if n % 2 == 0 else s[half]
+    q1 = _interpolate(s[lo1], s[hi1], at1 - lo1)
+    q3 = _interpolate(s[lo3], s[hi3], at3 - lo3)
     sd = float(np.std(x, ddof=1))
-    q1, q3 = np.percentile(x, [25, 75])
-    return min(sd, float(q3 - q1) / IQR_PER_SD) if q3 > q1 else sd
+    return float(median), (min(sd, float(q3 - q1) / IQR_PER_SD) if q3 > q1 else sd)
+
+
+def _interpolate(a: float, b: float, t: float) -> float:
+    # numpy's own linear rule (from whichever end is nearer), so the bits match percentile
+    diff = b - a
+    return b - diff * (1 - t) if t >= 0.5 else a + diff * t
 
 
 @dataclass(frozen=True)
@@ -135,8 +160,7 @@ def attribute_modes(
         raise InsufficientDataError(
             f"{n_sentences * n_dims} values; mode attribution needs at least 100"
         )
-    centre = float(np.median(block))
-    spread = robust_spread(block)
+    centre, spread = centre_and_spread(block)
     if not spread > 0:
         raise InsufficientDataError("the sample has no spread (half its values are equal)")
     u = (block - centre) / spread
