@@ -358,7 +358,7 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
         )
 
     # Seed-independent, so cached: a warm run reads it (KDEs of every sample, ~10 s).
-    fields = spec.cache_fields(sample_table, modes)
+    fields = spec.cache_fields(sample_table, modes, centre_and_spread)
     samples = evidence.cached_table(
         "bimodality-samples", fields, lambda: sample_table(evidence, spec)
     )

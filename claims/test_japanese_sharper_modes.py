@@ -446,7 +446,7 @@ class Selection(NamedTuple):
 def analyse(evidence: Evidence, spec: ClaimSpec = SPEC) -> Selection:
     """The claim's test on one token selection's evidence."""
     # Seed-independent, so cached: a warm run reads it (KDEs of every sample, ~10 s).
-    fields = spec.cache_fields(sample_scores, modes)
+    fields = spec.cache_fields(sample_scores, modes, centre_and_spread)
     scores = evidence.cached_table(
         "japanese-samples", fields, lambda: sample_scores(evidence, spec)
     )
