@@ -18,7 +18,7 @@ from harness.evidence import Evidence
 from harness.planted import REALISTIC, Base, SideModes, constant
 from harness.sources import BEYOND_GAUSSIAN_MODELS
 from harness.stats import modes
-from harness.stats.attribution import centre_and_spread, robust_spread
+from harness.stats.attribution import bulk_units
 from harness.stats.inference import cluster_bootstrap_share
 
 # The property the study reports per model; every model not named is expected unimodal
@@ -194,23 +194,23 @@ def two_main_modes(
 
 def resolving_modes(x: np.ndarray, thresholds: dict[str, float]) -> Bimodality:
     """The claim's statistic on one sample: standardized, Silverman bandwidth, trimmed grid."""
-    summary, z = resolving_kde(x, thresholds)
+    summary, z, _ = resolving_kde(x, thresholds)
     return two_main_modes(summary, z, 1.0, thresholds)
 
 
 def resolving_kde(
     x: np.ndarray, thresholds: dict[str, float]
-) -> tuple[modes.ModeSummary, np.ndarray]:
-    """The claim's KDE of one sample and the standardized values it was fitted to."""
-    centre, spread = centre_and_spread(x)
-    z = (x - centre) / spread
+) -> tuple[modes.ModeSummary, np.ndarray, float]:
+    """The claim's KDE of one sample, the standardized values it was fitted to and the
+    sample's robust spread (the unit they are in)."""
+    z, _, spread = bulk_units(x)
     h = thresholds["silverman_factor"] * z.size ** (-1 / 5)
     # The grid is fixed in bulk units: a few massive-activation values far out would
     # otherwise stretch it so that the peak distance (31 of 1000 points) merges the two
     # main modes. Values beyond it are left out of the KDE (their kernels would not reach).
     reach = thresholds["grid_reach"]
     inner = z[np.abs(z) <= reach]
-    return modes.find_modes(inner, bandwidth=h, grid=(-reach, reach)), inner
+    return modes.find_modes(inner, bandwidth=h, grid=(-reach, reach)), inner, spread
 
 
 def density_curves(
@@ -224,7 +224,7 @@ def density_curves(
     parts = []
     for row in picks.itertuples(index=False):
         x = evidence.values(int(row.layer), int(row.pair))
-        summary, _ = resolving_kde(x, dict(spec.thresholds))
+        summary, _, _ = resolving_kde(x, dict(spec.thresholds))
         grid = np.linspace(summary.grid_lo, summary.grid_hi, summary.grid_points)
         keep = np.unique(np.linspace(0, grid.size - 1, points).round().astype(int))
         step = (summary.grid_hi - summary.grid_lo) / (summary.grid_points - 1)
@@ -266,8 +266,9 @@ def sample_table(evidence: Evidence, spec: ClaimSpec = SPEC) -> pd.DataFrame:
             study,
             strict=True,
         ):
-            ours = resolving_modes(x, t)
-            theirs = two_main_modes(s, x, robust_spread(x), t)
+            summary, z, spread = resolving_kde(x, t)
+            ours = two_main_modes(summary, z, 1.0, t)
+            theirs = two_main_modes(s, x, spread, t)
             rows.append(
                 {
                     "layer": layer,
@@ -358,7 +359,7 @@ def evaluate(evidence: Evidence, spec: ClaimSpec = SPEC) -> ClaimResult:
         )
 
     # Seed-independent, so cached: a warm run reads it (KDEs of every sample, ~10 s).
-    fields = spec.cache_fields(sample_table, modes, centre_and_spread)
+    fields = spec.cache_fields(sample_table, modes, bulk_units)
     samples = evidence.cached_table(
         "bimodality-samples", fields, lambda: sample_table(evidence, spec)
     )

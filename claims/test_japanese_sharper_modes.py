@@ -19,7 +19,7 @@ from harness.extraction import seed_prefix
 from harness.planted import REALISTIC, Base, Nuisances, bulk_unit, pair_rows
 from harness.sources import BEYOND_GAUSSIAN_MODELS
 from harness.stats import modes
-from harness.stats.attribution import centre_and_spread, robust_spread
+from harness.stats.attribution import bulk_units
 from harness.stats.inference import (
     RelabelTest,
     bootstrap_mean,
@@ -166,6 +166,7 @@ class Distinctness(NamedTuple):
     n_secondary: int  # secondary modes the peak finder reports
     n_distinct: int  # of those, the ones above the floor
     bandwidth: float  # in the units the samples were compared in
+    unit: float  # one of those units in data units: the robust spread, or 1 in data units
 
 
 def distinctness(
@@ -192,13 +193,13 @@ def distinctness(
     """
     raw = [np.asarray(s, dtype=np.float64).ravel() for s in samples]
     if units == "standardized":
-        arrays = []
-        for x in raw:
-            centre, spread = centre_and_spread(x)
-            arrays.append((x - centre) / spread)
+        standardized = [bulk_units(x) for x in raw]
+        arrays = [u for u, _, _ in standardized]
+        units_in_data = [spread for _, _, spread in standardized]
         h = float(np.median([modes.BW_FACTOR * x.size ** (-1 / 5) for x in arrays]))
     elif units == "data":
         arrays = raw
+        units_in_data = [1.0] * len(raw)
         h = modes.common_bandwidth(arrays)
     else:
         raise ValueError(f"units must be 'standardized' or 'data', got {units!r}")
@@ -206,7 +207,7 @@ def distinctness(
     hi = max(float(x.max()) for x in arrays) + pad_bandwidths * h
     out = []
     summaries = modes.summarize_each(arrays, bandwidth=h, grid=(lo, hi))
-    for x, summary in zip(arrays, summaries, strict=True):
+    for x, summary, unit in zip(arrays, summaries, units_in_data, strict=True):
         # The prominence that floor_values values at one point give: the KDE of k coinciding
         # values peaks at k / (n h sqrt(2 pi)) above whatever lies beneath it.
         floor = floor_values / (x.size * h * math.sqrt(2 * math.pi))
@@ -217,6 +218,7 @@ def distinctness(
                 n_secondary=len(summary.secondary),
                 n_distinct=len(kept),
                 bandwidth=h,
+                unit=unit,
             )
         )
     return out
@@ -244,17 +246,16 @@ def sample_scores(evidence: Evidence, spec: ClaimSpec = SPEC) -> pd.DataFrame:
             found = distinctness(values, floor, pad, units="standardized")
             in_data_units = distinctness(values, floor, pad, units="data")
             block = evidence.layer(layer)
-            for pair, attribute, rows_, x, d, dd in zip(
+            for pair, attribute, rows_, d, dd in zip(
                 group["pair"],
                 group["attribute"],
                 group["rows"],
-                values,
                 found,
                 in_data_units,
                 strict=True,
             ):
                 sentences = np.asarray(block[rows_], dtype=np.float64)
-                spread = robust_spread(x)
+                spread = d.unit
                 rows.append(
                     {
                         "layer": layer,
@@ -446,7 +447,7 @@ class Selection(NamedTuple):
 def analyse(evidence: Evidence, spec: ClaimSpec = SPEC) -> Selection:
     """The claim's test on one token selection's evidence."""
     # Seed-independent, so cached: a warm run reads it (KDEs of every sample, ~10 s).
-    fields = spec.cache_fields(sample_scores, modes, centre_and_spread)
+    fields = spec.cache_fields(sample_scores, modes, bulk_units)
     scores = evidence.cached_table(
         "japanese-samples", fields, lambda: sample_scores(evidence, spec)
     )

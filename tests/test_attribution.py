@@ -4,7 +4,13 @@ samples of the reports' size (22 sentences x 576 dimensions)."""
 import numpy as np
 import pytest
 
-from harness.stats.attribution import IQR_PER_SD, attribute_modes, centre_and_spread, robust_spread
+from harness.stats.attribution import (
+    IQR_PER_SD,
+    attribute_modes,
+    bulk_units,
+    centre_and_spread,
+    robust_spread,
+)
 from harness.stats.errors import InsufficientDataError
 
 N, D = 22, 576
@@ -96,6 +102,17 @@ def test_bulk_units_make_the_result_scale_free():
     assert [(m.side, m.kind, m.n_values) for m in a.modes] == [
         (m.side, m.kind, m.n_values) for m in b.modes
     ]
+
+
+def test_bulk_units_are_robust_sds_from_the_median():
+    x = _with_mode(_bulk("t3"), dims=10, at=8.0)
+    x[0, 0] = 1e4  # a massive value moves neither the centre nor the unit
+    u, centre, spread = bulk_units(x)
+    assert (centre, spread) == (float(np.median(x)), robust_spread(x))
+    assert u.shape == x.shape
+    assert np.array_equal(u, (x - np.median(x)) / robust_spread(x))
+    with pytest.raises(InsufficientDataError, match="no spread"):
+        bulk_units(np.full(50, 2.0))
 
 
 def test_bad_input():

@@ -86,6 +86,15 @@ def centre_and_spread(x: np.ndarray) -> tuple[float, float]:
     return float(median), (min(sd, float(q3 - q1) / IQR_PER_SD) if q3 > q1 else sd)
 
 
+def bulk_units(x: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """``x`` (any shape) as robust sds from the median, with that median and spread: the
+    units every mode claim reads a sample in, so a few massive values cannot rescale it."""
+    centre, spread = centre_and_spread(x)
+    if not spread > 0:
+        raise InsufficientDataError("the sample has no spread (half its values are equal)")
+    return (np.asarray(x, dtype=np.float64) - centre) / spread, centre, spread
+
+
 def _interpolate(a: float, b: float, t: float) -> float:
     # numpy's own linear rule (from whichever end is nearer), so the bits match percentile
     diff = b - a
@@ -160,10 +169,7 @@ def attribute_modes(
         raise InsufficientDataError(
             f"{n_sentences * n_dims} values; mode attribution needs at least 100"
         )
-    centre, spread = centre_and_spread(block)
-    if not spread > 0:
-        raise InsufficientDataError("the sample has no spread (half its values are equal)")
-    u = (block - centre) / spread
+    u, centre, spread = bulk_units(block)
     inner = np.abs(u) <= reach
     min_values = max(1, int(np.ceil(min_dimensions * n_sentences)))
     points = round(2 * reach / grid_step) + 1
