@@ -666,8 +666,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         siblings[selection] = Path(folder)
     # Every claim is loaded now, not again at the end: a long run must not import claim
     # files edited while it ran against the harness modules it already holds.
-    every = _claims(args.claims_dir, [])
-    claims = _claims(args.claims_dir, [c for c in args.claims.split(",") if c.strip()], every)
+    every = _load_claims(args.claims_dir)
+    claims = _select(every, args.claims.split(","))
     store = Store(args.store)
     rows: list[Calibration] = []
     with _backend(args.backend, args.scheduler), _workers_die_with_us():
@@ -702,13 +702,17 @@ def describe(row: Calibration) -> str:
     )
 
 
-def _claims(folder: Path, ids: Sequence[str], loaded: Sequence[Claim] = ()) -> list[Claim]:
-    """The claims of ``folder`` chosen by ``ids`` (all when empty), from ``loaded`` when
-    given, else imported."""
-    found = list(loaded) or [registry.load_file(path) for path in sorted(folder.glob("test_*.py"))]
-    built = registry.Registry.build(found)
-    chosen = built.select(ids) if ids else tuple(c.spec.id for c in found)
-    return [c for c in found if c.spec.id in chosen]
+def _load_claims(folder: Path) -> list[Claim]:
+    """Every claim file of ``folder``, imported (checked by the registry: ids are unique)."""
+    found = [registry.load_file(path) for path in sorted(folder.glob("test_*.py"))]
+    registry.Registry.build(found)
+    return found
+
+
+def _select(every: Sequence[Claim], ids: Sequence[str]) -> list[Claim]:
+    """The claims ``ids`` names (all when none is named); an unknown id is an error."""
+    chosen = registry.Registry.build(every).select(ids)
+    return [c for c in every if not chosen or c.spec.id in chosen]
 
 
 @contextlib.contextmanager
