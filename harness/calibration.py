@@ -675,7 +675,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             chosen = list(scenarios(claim))
             if args.permute is not None:
                 shuffles = getattr(sys.modules.get(claim.module), "PERMUTATION_NULLS", ())
-                chosen += [permuted(args.permute, shuffle, tokens=siblings) for shuffle in shuffles]
+                # Only the selections the claim reads: another set's hash in a null's key
+                # would retire its reps whenever that set changes, and the table would say
+                # the claim read it.
+                read = {k: v for k, v in siblings.items() if k in claim.spec.token_selections}
+                chosen += [permuted(args.permute, shuffle, tokens=read) for shuffle in shuffles]
             for scenario in chosen:
                 reps = args.permutation_reps if scenario.ref else args.reps
                 if args.stored:

@@ -84,6 +84,11 @@ class ClaimSpec:
                 f"got {self.needs!r}"
             )
 
+    @property
+    def token_selections(self) -> tuple[str, ...]:
+        """The second token selections the claim reads (its ``activations:<selection>``)."""
+        return tuple(n.partition(":")[2] for n in self.needs if n.startswith("activations:"))
+
     def cache_fields(self, *code: object) -> dict[str, object]:
         """Key fields for a table this claim caches with ``Evidence.cached_table``: its id,
         version, thresholds and ``source_fingerprint`` of ``code`` (the functions or modules

@@ -125,6 +125,13 @@ def test_table_lists_id_version_needs_source_and_origin():
     assert lines[2].split() == ["a-b", "3", "fits", "a", "paper", "o.py"]
 
 
+def test_token_selections_are_the_second_selections_a_claim_reads():
+    # calibration gives a real-data null only the second sets a claim reads (their hashes
+    # key its reps), so a claim reading none must list none.
+    assert spec(needs=("activations", "fits")).token_selections == ()
+    assert spec(needs=("activations", "activations:last")).token_selections == ("last",)
+
+
 def test_load_file_imports_a_claim_module(tmp_path):
     path = tmp_path / "test_one.py"
     path.write_text(
