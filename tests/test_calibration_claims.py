@@ -11,6 +11,7 @@ import os
 import pytest
 
 from harness import calibration, registry
+from harness.calibration_table import rows_for
 from harness.environment import cpu_share
 from tests.conftest import CLAIM_NAMES, claim_module
 
@@ -55,3 +56,20 @@ def test_reduced_calibration(name, scenario_name, tmp_path):
         assert row.clearly_misses(), f"no longer a miss, drop known_miss: {row}"
         pytest.xfail(f"known miss: {calibration.describe(row)}; {scenario.known_miss}")
     assert not row.clearly_misses(), calibration.describe(row)
+
+
+@pytest.mark.parametrize("name", CLAIM_NAMES)
+def test_committed_table_has_every_declared_row(name):
+    """docs/calibration.md (and the summary the reports read) holds a row for every scenario
+    and real-data null the claim's current version declares, with the known miss it now
+    states: a new claim version, scenario or note must be followed by a rebuilt table."""
+    module = claim_module(name, prefix="tabled")
+    claim = registry.from_module(module)
+    rows = {r["scenario"]: r for r in rows_for(claim.spec.id, claim.spec.version)}
+    for scenario in calibration.scenarios(claim):
+        assert scenario.name in rows, f"{scenario.name!r} has no row at v{claim.spec.version}"
+        assert rows[scenario.name]["known_miss"] == scenario.known_miss, scenario.name
+    for shuffle in getattr(module, "PERMUTATION_NULLS", ()):
+        real = [r for r in rows if f", {shuffle}s permuted within " in r]
+        assert real, f"no real-data null with {shuffle}s permuted at v{claim.spec.version}"
+        assert all(rows[r]["reps"] >= 100 for r in real), real
