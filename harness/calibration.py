@@ -707,14 +707,13 @@ def describe(row: Calibration) -> str:
 
 
 def _load_claims(folder: Path) -> list[Claim]:
-    """Every claim file of ``folder``, imported (checked by the registry: ids are unique)."""
-    found = [registry.load_file(path) for path in sorted(folder.glob("test_*.py"))]
-    registry.Registry.build(found)
-    return found
+    """Every claim file of ``folder``, imported (``_select`` checks them)."""
+    return [registry.load_file(path) for path in sorted(folder.glob("test_*.py"))]
 
 
 def _select(every: Sequence[Claim], ids: Sequence[str]) -> list[Claim]:
-    """The claims ``ids`` names (all when none is named); an unknown id is an error."""
+    """The claims ``ids`` names (all when none is named), checked by the registry: ids
+    are unique, and an unknown id is an error."""
     chosen = registry.Registry.build(every).select(ids)
     return [c for c in every if not chosen or c.spec.id in chosen]
 
