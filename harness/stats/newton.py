@@ -43,7 +43,7 @@ class Optimum:
 
 
 # node_sum's blocks: rows of a NodeSet are padded to a multiple of this
-SUM_BLOCK = 64
+SUM_BLOCK = 16
 
 
 def node_sum(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
