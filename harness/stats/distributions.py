@@ -254,8 +254,8 @@ def score_batch(
     sample. Each sample's densities (histogram centres, validity grid, the two-point
     rule's nodes and the raw values of its exact bins) are one row of a padded matrix,
     evaluated in one numpy pass for all samples; each row's sums are taken alone, so a
-    sample's scores are those it gets alone. ``seconds``: the fitting's time per sample, to which each adds its share of
-    the scoring."""
+    sample's scores are those it gets alone. ``seconds``: the fitting's time per sample,
+    to which each adds its share of the scoring."""
     started = time.perf_counter()
     done = [(i, tuple(float(p) for p in f.params)) for i, f in enumerate(fits) if f.params]
     rows, exact = [], {}
