@@ -226,8 +226,7 @@ class _Sample:
 def _prepared(x: np.ndarray) -> _Sample:
     x = validated(x)
     s = compress(x)  # refuses degenerate samples
-    # every other fine-bin edge: 0.02 robust sd apart in the core, 2 % steps in the tails
-    grid = validity_grid(s.lo, s.hi, s.edges[::2])
+    grid = validity_grid(s.lo, s.hi, s.edges)
     nodes = s.to_x(np.concatenate([s.y - s.spread, s.y + s.spread]))
     return _Sample(x, s, grid, np.diff(grid), nodes, np.concatenate([s.count, s.count]))
 
