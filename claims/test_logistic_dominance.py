@@ -305,8 +305,16 @@ test_logistic_dominance = claim_test(SPEC, evaluate)
 # depend on depth. The nuisances are what a real residual stream adds to its bulk: unequal
 # per-dimension scales and offsets, crossed subject/attribute/pair effects on the centroids.
 ONE_LAYER = {"n_layers": 1}
+# The fit engine decides the fits these scenarios rank: its version keys their stored reps.
+FITTED = {"fit_engine": ENGINE_VERSION}
 CALIBRATION = (
-    planted("logistic bulk", True, "iid logistic coordinates", Base("logistic", **ONE_LAYER)),
+    planted(
+        "logistic bulk",
+        True,
+        "iid logistic coordinates",
+        Base("logistic", **ONE_LAYER),
+        code=FITTED,
+    ),
     planted(
         "logistic bulk with nuisances",
         True,
@@ -320,6 +328,7 @@ CALIBRATION = (
             "reps), so its interval straddles 0.5 and the verdict is INCONCLUSIVE. The "
             "z-scored share, reported beside, removes the scale mixture."
         ),
+        code=FITTED,
     ),
     planted(
         "gaussian bulk with nuisances",
@@ -327,6 +336,7 @@ CALIBRATION = (
         "normal; the same nuisances, no massive dims",
         Base("normal", **ONE_LAYER),
         REALISTIC,
+        code=FITTED,
     ),
     planted(
         "gaussian bulk with nuisances and massive dims",
@@ -336,6 +346,7 @@ CALIBRATION = (
         "and SSE ties every family (INCONCLUSIVE, not SUPPORTED)",
         Base("normal", **ONE_LAYER),
         replace(REALISTIC, massive_dims=3),
+        code=FITTED,
     ),
-    planted("t3 bulk", False, "iid Student t(3) coordinates", Base("t3", **ONE_LAYER)),
+    planted("t3 bulk", False, "iid Student t(3) coordinates", Base("t3", **ONE_LAYER), code=FITTED),
 )

@@ -100,20 +100,27 @@ class Scenario:
     # The same planted sentences read under other token selections, for claims that read
     # a second one (``Evidence.under_tokens``). None: only the run's own selection exists.
     plant_tokens: PlantTokens | None = None
+    # Versions of the code a rep's outcome depends on besides the claim (the fit engine, for
+    # claims that rank fitted families): they key the stored reps, so a new engine retires
+    # them. Left out of the key when empty, so scenarios without it keep their stored reps.
+    code: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def kind(self) -> str:
         return "truth" if self.truth else "null"
 
     def key(self) -> str:
+        fields = {
+            "params": self.params,
+            "settings": self.settings,
+            "model": self.model,
+            "families": list(self.families),
+            "truth": self.truth,
+        }
+        if self.code:
+            fields["code"] = dict(self.code)
         blob = json.dumps(
-            {
-                "params": self.params,
-                "settings": self.settings,
-                "model": self.model,
-                "families": list(self.families),
-                "truth": self.truth,
-            },
+            fields,
             sort_keys=True,
             default=str,
         )
@@ -206,6 +213,7 @@ def planted(
     design: tuple[int, int, int] = (10, 12, 22),
     known_miss: str = "",
     tokens: Mapping[str, Nuisances] | None = None,
+    code: Mapping[str, Any] | None = None,
 ) -> Scenario:
     """A scenario of production-size planted sets (``harness.planted``): ``design`` is
     (subjects, attributes, sentences per pair) of the default dataset, ``base`` the bulk and
@@ -216,7 +224,10 @@ def planted(
     ``tokens``: token selection -> the nuisances of the same sentences read under it (a
     token-matched selection drops the homogeneous attribute's tightening, say). Such a set
     has the same design, planted truth and token counts (they belong to the sentences) with
-    its own bulk and nuisance draws, as another token's vector of the same sentence has."""
+    its own bulk and nuisance draws, as another token's vector of the same sentence has.
+
+    ``code``: versions of the code the outcome depends on besides the claim (``Scenario.code``).
+    """
     data = production_dataset(*design)
 
     def draw(seed: Any, drawn: Nuisances, n_tokens: np.ndarray | None = None) -> ActivationSet:
@@ -263,6 +274,7 @@ def planted(
         families,
         known_miss,
         plant_tokens=plant_tokens if selections else None,
+        code=dict(code or {}),
     )
 
 
@@ -581,7 +593,8 @@ def summarize(
         scenario.name,
         scenario.truth,
         scenario.description,
-        dict(scenario.settings),
+        # The code versions the reps rest on are shown with the settings they were run at.
+        dict(scenario.settings) | dict(scenario.code),
         Rate.of(verdicts.get(str(Verdict.SUPPORTED), 0), n),
         Rate.of(verdicts.get(str(Verdict.REFUTED), 0), n),
         float(sum(float(r.get("seconds", 0.0)) for r in records)),

@@ -1,6 +1,7 @@
 """The calibration harness: power and false-positive rates from a claim's own evaluate on
 planted sets, stored rep by rep so that a run resumes and a changed claim recomputes."""
 
+import hashlib
 import json
 import textwrap
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 
 from harness import calibration, calibration_table, registry
 from harness.calibration import Rate, Store
+from tests.conftest import claim_module
 
 TOY_CLAIM = '''
 """A toy claim: layer 0's mean coordinate is positive (one-sided z-test over sentences)."""
@@ -131,6 +133,46 @@ def test_a_new_claim_version_or_changed_scenario_recomputes_only_its_rows(tmp_pa
     moved = toy_claim(tmp_path, version=1, shift=0.25)
     assert calibration.scenarios(moved)[0].key() != calibration.scenarios(v1)[0].key()
     assert store.done("toy-positive-mean", 1, calibration.scenarios(moved)[0]) == {}
+
+
+def test_the_code_a_scenario_depends_on_keys_its_reps_and_no_code_keeps_old_keys(tmp_path):
+    from dataclasses import replace
+
+    scenario = calibration.scenarios(toy_claim(tmp_path))[0]
+    # Without code the key is the hash of the fields alone, as reps stored before were keyed.
+    assert scenario.code == {}
+    blob = {
+        "params": scenario.params,
+        "settings": scenario.settings,
+        "model": scenario.model,
+        "families": list(scenario.families),
+        "truth": scenario.truth,
+    }
+    digest = hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
+    assert scenario.key() == digest[:16]
+    v5 = replace(scenario, code={"fit_engine": 5})
+    v6 = replace(scenario, code={"fit_engine": 6})
+    assert len({scenario.key(), v5.key(), v6.key()}) == 3
+    store = Store(tmp_path / "store")
+    for seed in range(3):
+        store.append("toy", {"version": 1, "scenario": v5.name, "key": v5.key(), "seed": seed})
+    assert sorted(store.done("toy", 1, v5)) == [0, 1, 2]
+    assert store.done("toy", 1, v6) == {}  # a new engine reruns them
+    claim = toy_claim(tmp_path)
+    records = list(store.done("toy", 1, v5).values())
+    for record in records:
+        record["verdict"] = "SUPPORTED"
+    row = calibration.summarize(claim, v5, records)
+    assert row.settings == dict(scenario.settings) | {"fit_engine": 5}  # shown in the table
+
+
+def test_the_fit_dependent_claims_key_their_reps_by_the_engine():
+    from harness.stats.fit_engine import ENGINE_VERSION
+
+    for name in ("logistic_dominance", "gaussian_with_outliers"):
+        module = claim_module(name, prefix="engine")
+        for scenario in module.CALIBRATION:
+            assert scenario.code == {"fit_engine": ENGINE_VERSION}, (name, scenario.name)
 
 
 def test_parallel_reps_give_the_same_outcomes_as_serial_ones(tmp_path):
