@@ -62,13 +62,18 @@ def test_reduced_calibration(name, scenario_name, tmp_path):
 def test_committed_table_has_every_declared_row(name):
     """docs/calibration.md (and the summary the reports read) holds a row for every scenario
     and real-data null the claim's current version declares, with the known miss it now
-    states: a new claim version, scenario or note must be followed by a rebuilt table."""
+    states: a new claim version, scenario, note or fit engine must be followed by a rebuilt
+    table."""
     module = claim_module(name, prefix="tabled")
     claim = registry.from_module(module)
     rows = {r["scenario"]: r for r in rows_for(claim.spec.id, claim.spec.version)}
     for scenario in calibration.scenarios(claim):
         assert scenario.name in rows, f"{scenario.name!r} has no row at v{claim.spec.version}"
         assert rows[scenario.name]["known_miss"] == scenario.known_miss, scenario.name
+        # Measured on the code the scenario now rests on (a new fit engine reruns the rows).
+        settings = rows[scenario.name]["settings"]
+        for code, version in scenario.code.items():
+            assert settings.get(code) == version, (scenario.name, code, settings.get(code))
     for shuffle in getattr(module, "PERMUTATION_NULLS", ()):
         real = [r for r in rows if f", {shuffle}s permuted within " in r]
         assert real, f"no real-data null with {shuffle}s permuted at v{claim.spec.version}"
