@@ -156,7 +156,7 @@ class Calibration:
     settings: Mapping[str, Any]
     supported: Rate
     refuted: Rate
-    seconds: float  # compute time of the reps, summed over workers
+    seconds: float  # CPU time of the reps, summed over workers
     verdicts: Mapping[str, int] = field(default_factory=dict)
     known_miss: str = ""
 
@@ -461,7 +461,10 @@ def _run_rep(
     """One rep in a worker process: import the claim, plant, evaluate, summarize."""
     claim = _claim_in_worker(claim_file, module_name)
     scenario = _scenario_in_worker(claim, scenario_ref)
-    started = time.perf_counter()
+    # CPU time, not wall time: a rep run beside other work (a CI run, a report) would
+    # otherwise record its waits as cost. A rep runs on one core (below), so they agree on a
+    # quiet machine.
+    started = time.process_time()
     with tempfile.TemporaryDirectory(prefix="lmclaims-calibration-") as tmp, _one_core():
         result = evaluate_planted(claim, scenario, seed, Path(tmp))
     return {
@@ -473,7 +476,7 @@ def _run_rep(
         "verdict": str(result.verdict),
         "effect": _finite(result.effect),
         "pvalue": _finite(result.pvalue),
-        "seconds": round(time.perf_counter() - started, 3),
+        "seconds": round(time.process_time() - started, 3),
     }
 
 

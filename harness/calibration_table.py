@@ -36,8 +36,10 @@ def markdown(entries: Sequence[Mapping[str, Any]], command: str) -> str:
         "share of reps SUPPORTED is the power (target >= 0.8); under a **null**, with the "
         "nuisances that could fake the claim planted, it is the false-positive rate "
         "(target <= 0.05); a real-data null permutes a model's own labels. Intervals are 95% "
-        "Clopper-Pearson. Seconds are each row's summed compute time (one core per rep); the "
-        f"whole table took {total / 3600:.1f} core-hours.",
+        "Clopper-Pearson. Seconds are each row's summed compute time (one core per rep: its "
+        "CPU time; reps stored up to 2026-12-07 hold their wall time, which overstates it "
+        f"where they ran beside other work); the whole table took {total / 3600:.1f} "
+        "core-hours.",
         "",
         f"Command: `{command}` (resumable; `CLAIMS=id,...` for some claims).",
         "",
