@@ -4,6 +4,7 @@ planted sets, stored rep by rep so that a run resumes and a changed claim recomp
 import hashlib
 import json
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -173,6 +174,21 @@ def test_the_fit_dependent_claims_key_their_reps_by_the_engine():
         module = claim_module(name, prefix="engine")
         for scenario in module.CALIBRATION:
             assert scenario.code == {"fit_engine": ENGINE_VERSION}, (name, scenario.name)
+
+
+def test_a_rep_records_its_cpu_time_not_its_waits(tmp_path, monkeypatch):
+    claim = toy_claim(tmp_path)
+    scenario = calibration.scenarios(claim)[0]
+    real = calibration.evaluate_planted
+
+    def waiting(*args):
+        time.sleep(0.5)  # what a rep beside other work spends waiting for a core
+        return real(*args)
+
+    monkeypatch.setattr(calibration, "evaluate_planted", waiting)
+    calibration.calibrate(claim, scenario, 1, Store(tmp_path / "store"), n_jobs=1)
+    (record,) = Store(tmp_path / "store").records(claim.spec.id)
+    assert record["seconds"] < 0.4, record
 
 
 def test_parallel_reps_give_the_same_outcomes_as_serial_ones(tmp_path):
