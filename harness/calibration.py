@@ -686,7 +686,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     claims = _select(every, args.claims.split(","))
     store = Store(args.store)
     rows: list[Calibration] = []
-    with _backend(args.backend, args.scheduler), _workers_die_with_us():
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(_backend(args.backend, args.scheduler))
+        except ValueError as exc:  # a cluster whose workers would share processes
+            parser.error(str(exc))
+        stack.enter_context(_workers_die_with_us())
         for claim in claims:
             chosen = list(scenarios(claim))
             if args.permute is not None:
@@ -767,7 +772,18 @@ class _backend:
         if self.name == "dask":
             from dask.distributed import Client  # optional: pip install "dask[distributed]"
 
-            self._stack.append(Client(self.scheduler) if self.scheduler else Client())
+            # One rep per process: a rep sets process-wide state (its one-core setting) and
+            # records its process's CPU time, which reps sharing a process would mix.
+            client = Client(self.scheduler) if self.scheduler else Client(threads_per_worker=1)
+            threads = max(client.nthreads().values(), default=1)
+            if threads > 1:
+                client.close()
+                raise ValueError(
+                    f"the dask workers at {self.scheduler} run {threads} threads each; start "
+                    "them with --nthreads 1 (and --nworkers for the cores) so that each rep "
+                    "has a process of its own"
+                )
+            self._stack.append(client)
         elif self.name == "ray":
             from ray.util.joblib import register_ray  # optional: pip install ray
 
