@@ -16,7 +16,7 @@ from harness.evidence import TABLE_SEED, Evidence
 from harness.keys import source_fingerprint
 from harness.planted import REALISTIC, Base
 from harness.stats.distributions import Ranking, rank_many
-from harness.stats.fit_engine import ENGINE_VERSION, DegenerateSampleError
+from harness.stats.fit_engine import CALIBRATION_CODE, ENGINE_VERSION, DegenerateSampleError
 from harness.stats.geometry import top_energy_dims, zscore_dims
 from harness.stats.inference import crossed_bootstrap_mean
 
@@ -294,8 +294,6 @@ test_gaussian_with_outliers = claim_test(SPEC, evaluate)
 # and a heavy-tailed bulk.
 WITH_MASSIVE_DIMS = replace(REALISTIC, massive_dims=3)
 TWO_LAYERS = {"n_layers": 2}
-# The fit engine decides the fits these scenarios rank: its version keys their stored reps.
-FITTED = {"fit_engine": ENGINE_VERSION}
 CALIBRATION = (
     planted(
         "gaussian bulk with nuisances and massive dims",
@@ -304,7 +302,7 @@ CALIBRATION = (
         "crossed effects 0.3/0.3/0.2",
         Base("normal", **TWO_LAYERS),
         WITH_MASSIVE_DIMS,
-        code=FITTED,
+        code=CALIBRATION_CODE,
     ),
     planted(
         "gaussian bulk with +-20% scale spread",
@@ -313,7 +311,7 @@ CALIBRATION = (
         "0.3/0.3/0.2",
         Base("normal", **TWO_LAYERS),
         replace(WITH_MASSIVE_DIMS, scale_sigma=0.2),
-        code=FITTED,
+        code=CALIBRATION_CODE,
     ),
     planted(
         "gaussian bulk with equal scales",
@@ -321,7 +319,7 @@ CALIBRATION = (
         "normal; 3 massive dims, offsets 0.2, crossed effects 0.3/0.3/0.2, no scale spread",
         Base("normal", **TWO_LAYERS),
         replace(WITH_MASSIVE_DIMS, scale_sigma=0.0),
-        code=FITTED,
+        code=CALIBRATION_CODE,
     ),
     planted(
         "logistic bulk with nuisances and massive dims",
@@ -329,7 +327,7 @@ CALIBRATION = (
         "logistic; the same nuisances and 3 massive dims as the first truth",
         Base("logistic", **TWO_LAYERS),
         WITH_MASSIVE_DIMS,
-        code=FITTED,
+        code=CALIBRATION_CODE,
     ),
     planted(
         "logistic bulk with equal scales",
@@ -338,9 +336,13 @@ CALIBRATION = (
         "(~0.008 nats per value, the null closest to the margin)",
         Base("logistic", **TWO_LAYERS),
         replace(WITH_MASSIVE_DIMS, scale_sigma=0.0),
-        code=FITTED,
+        code=CALIBRATION_CODE,
     ),
     planted(
-        "t3 bulk", False, "iid Student t(3) coordinates", Base("t3", **TWO_LAYERS), code=FITTED
+        "t3 bulk",
+        False,
+        "iid Student t(3) coordinates",
+        Base("t3", **TWO_LAYERS),
+        code=CALIBRATION_CODE,
     ),
 )

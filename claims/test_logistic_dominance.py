@@ -16,7 +16,7 @@ from harness.keys import source_fingerprint
 from harness.planted import REALISTIC, Base
 from harness.sources import BEYOND_GAUSSIAN_MODELS
 from harness.stats.families import LOGISTIC_FAMILY
-from harness.stats.fit_engine import ENGINE_VERSION
+from harness.stats.fit_engine import CALIBRATION_CODE, ENGINE_VERSION
 from harness.stats.geometry import zscore_dims
 from harness.stats.inference import CrossedShare, crossed_bootstrap_share
 
@@ -305,15 +305,13 @@ test_logistic_dominance = claim_test(SPEC, evaluate)
 # depend on depth. The nuisances are what a real residual stream adds to its bulk: unequal
 # per-dimension scales and offsets, crossed subject/attribute/pair effects on the centroids.
 ONE_LAYER = {"n_layers": 1}
-# The fit engine decides the fits these scenarios rank: its version keys their stored reps.
-FITTED = {"fit_engine": ENGINE_VERSION}
 CALIBRATION = (
     planted(
         "logistic bulk",
         True,
         "iid logistic coordinates",
         Base("logistic", **ONE_LAYER),
-        code=FITTED,
+        code=CALIBRATION_CODE,
     ),
     planted(
         "logistic bulk with nuisances",
@@ -328,7 +326,7 @@ CALIBRATION = (
             "reps), so its interval straddles 0.5 and the verdict is INCONCLUSIVE. The "
             "z-scored share, reported beside, removes the scale mixture."
         ),
-        code=FITTED,
+        code=CALIBRATION_CODE,
     ),
     planted(
         "gaussian bulk with nuisances",
@@ -336,7 +334,7 @@ CALIBRATION = (
         "normal; the same nuisances, no massive dims",
         Base("normal", **ONE_LAYER),
         REALISTIC,
-        code=FITTED,
+        code=CALIBRATION_CODE,
     ),
     planted(
         "gaussian bulk with nuisances and massive dims",
@@ -346,7 +344,13 @@ CALIBRATION = (
         "and SSE ties every family (INCONCLUSIVE, not SUPPORTED)",
         Base("normal", **ONE_LAYER),
         replace(REALISTIC, massive_dims=3),
-        code=FITTED,
+        code=CALIBRATION_CODE,
     ),
-    planted("t3 bulk", False, "iid Student t(3) coordinates", Base("t3", **ONE_LAYER), code=FITTED),
+    planted(
+        "t3 bulk",
+        False,
+        "iid Student t(3) coordinates",
+        Base("t3", **ONE_LAYER),
+        code=CALIBRATION_CODE,
+    ),
 )

@@ -52,6 +52,9 @@ FAMILIES: dict[str, stats.rv_continuous] = {
 SSE_BINS = 150  # the study's histogram SSE
 # Bumped whenever fitting changes its numbers, so cached fits are recomputed.
 ENGINE_VERSION = 5
+# What a calibration scenario ranking this engine's fits rests on (Scenario.code): a new
+# engine then reruns those reps instead of keeping the ones the old engine decided.
+CALIBRATION_CODE = {"fit_engine": ENGINE_VERSION}
 MIN_VALUES = 100
 # Bins of the engine's compressed sample: uniform over +-CORE_WIDTH robust standard
 # deviations around the median, geometric steps of TAIL_GROWTH beyond.
